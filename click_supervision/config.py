@@ -1,0 +1,87 @@
+"""The typed run configuration: one place for every setting and its default.
+
+The driver builds a `Config` from flags once and passes parts of it down explicitly; library
+functions never read flags.
+"""
+
+import dataclasses
+import os
+
+from click_supervision import clicks as clicks_lib
+
+# Stages in the order they run; later issues add proposals, features, mil, ...
+STAGES = ('data', 'clicks')
+
+
+def default_cache_dir():
+  """`$CLICKSUP_CACHE_DIR`, else `~/.cache/click_supervision`."""
+  return os.environ.get('CLICKSUP_CACHE_DIR') or os.path.join(
+      os.path.expanduser('~'), '.cache', 'click_supervision')
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Which data to read and how strictly.
+
+  Attributes:
+    dataset: `--dataset` value (see `click_supervision.datasets.DATASET_HELP`).
+    split: split name.
+    cache_dir: shared cache folder (generated data, verified-image cache, later proposals and
+      features); runs with different click settings share it.
+    skip_bad_records: count and log bad images/annotations instead of stopping at the first one.
+    tfds_data_dir: TFDS data folder, None for TFDS's default.
+    tfds_download: allow TFDS downloads (needs a network).
+  """
+  dataset: str = 'synthetic'
+  split: str = 'trainval'
+  cache_dir: str = dataclasses.field(default_factory=default_cache_dir)
+  skip_bad_records: bool = False
+  tfds_data_dir: str | None = None
+  tfds_download: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ClickConfig:
+  """Where clicks come from and how many the learner uses.
+
+  Attributes:
+    num_clicks: annotators per (image, class) pair the learner uses: 0, 1 or 2.
+    source: `simulated` or the path of a click file.
+    noise: simulated click error, per-axis std in units of sqrt(box area) (BUILD_NOTES explains
+      the default).
+    instance: how a simulated annotator picks among a class's instances: uniform, area, largest.
+    num_annotators: annotators the simulator clicks for per pair (>= num_clicks; two, as the
+      paper, so 1- and 2-click runs share the first annotator's clicks).
+    seed: seed of the simulator (and of the rest of the run).
+    use_flagged: also use clicks of annotators flagged by quality control.
+    seconds_per_click, seconds_per_box: annotation-time constants (PAPER.md 1.3, 6.4).
+  """
+  num_clicks: int = 2
+  source: str = 'simulated'
+  noise: float = 0.1
+  instance: str = 'area'
+  num_annotators: int = 2
+  seed: int = 0
+  use_flagged: bool = False
+  seconds_per_click: float = clicks_lib.SECONDS_PER_CLICK
+  seconds_per_box: float = clicks_lib.SECONDS_PER_BOX
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything a run needs.
+
+  Attributes:
+    data: DataConfig.
+    clicks: ClickConfig.
+    workdir: output folder of this run (results.json, data_summary.json, clicks, logs).
+    stages: tuple of stage names to run, a subset of STAGES, run in STAGES order.
+  """
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  clicks: ClickConfig = dataclasses.field(default_factory=ClickConfig)
+  workdir: str = ''
+  stages: tuple = STAGES
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+

@@ -1,0 +1,148 @@
+"""Decoding image files, and the data stage's check of every image against its annotation.
+
+Every stage reads pixels through `load_image`, so all of them see the same orientation: EXIF
+rotation is NOT applied (annotations of VOC and COCO are in the stored pixel frame; note that
+`cv2.imread` would rotate such images by default).
+"""
+
+import concurrent.futures
+import json
+import os
+import tempfile
+import warnings
+
+import numpy as np
+from PIL import Image
+from PIL import ImageFile
+
+from click_supervision.errors import DataError
+
+# A truncated file must fail to decode rather than come back silently padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+def _open_checked(path):
+  """Opens and fully decodes an image; raises DataError naming the file on any problem."""
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter('error', Image.DecompressionBombWarning)
+      image = Image.open(path)
+      image.load()  # Decodes all pixel data: this is where truncation is detected.
+  except FileNotFoundError:
+    raise DataError(path, 'image file not found') from None
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+    raise DataError(path, f'unreadable or truncated image ({e})') from None
+  return image
+
+
+def load_image(path):
+  """Reads an image file as RGB.
+
+  Returns:
+    uint8 [H, W, 3] numpy array (no EXIF rotation).
+  Raises:
+    DataError naming the file when it is missing, truncated or not an image.
+  """
+  image = _open_checked(path)
+  if image.mode != 'RGB':
+    image = image.convert('RGB')
+  return np.asarray(image)
+
+
+def check_image(path, height, width):
+  """Decodes `path` fully and checks its size against the annotation's `height` x `width`."""
+  image = _open_checked(path)
+  if image.size != (width, height):
+    raise DataError(path, f'image is {image.size[0]} x {image.size[1]} pixels but its annotation '
+                    f'says {width} x {height}')
+  if image.mode not in ('RGB', 'L', 'P', 'RGBA', 'CMYK', 'YCbCr', 'LA'):
+    raise DataError(path, f'unsupported image mode {image.mode}')
+
+
+class VerifiedImageCache:
+  """Remembers images already decoded and checked, keyed by path, file size and mtime.
+
+  One JSON file under the cache folder; rewritten atomically. A changed file (size or mtime)
+  is checked again.
+  """
+
+  def __init__(self, cache_path):
+    self.cache_path = cache_path
+    self.entries = {}
+    if cache_path and os.path.isfile(cache_path):
+      try:
+        with open(cache_path) as f:
+          self.entries = json.load(f)
+      except (OSError, json.JSONDecodeError):
+        self.entries = {}  # A damaged cache only costs a re-check.
+
+  @staticmethod
+  def _key(path):
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+  def is_verified(self, record):
+    entry = self.entries.get(record['path'])
+    try:
+      return entry == self._key(record['path']) + [record['height'], record['width']]
+    except OSError:
+      return False
+
+  def add(self, record):
+    self.entries[record['path']] = self._key(record['path']) + [record['height'], record['width']]
+
+  def save(self):
+    if not self.cache_path:
+      return
+    os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.cache_path), suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+      json.dump(self.entries, f)
+    os.replace(tmp, self.cache_path)
+
+
+def verify_images(dataset, cache_path=None, skip_bad_records=False, num_threads=4, log=print,
+                  progress=None):
+  """Decodes every image of `dataset` once and checks it against its annotation.
+
+  Images checked before (same path, size and mtime) are not decoded again.
+
+  Args:
+    dataset: `records.Dataset`; bad records are removed from it in place when skipping.
+    cache_path: JSON file remembering verified images, or None for no cache.
+    skip_bad_records: when True, a bad image is dropped, added to `dataset.skipped` and logged;
+      otherwise the first bad image raises.
+    num_threads: decoding threads (PIL releases the GIL while decoding).
+    log: callable taking one str.
+    progress: optional callable wrapping an iterable with a progress bar, e.g. `tqdm.tqdm`.
+  Returns:
+    dict with `num_checked` (decoded now) and `num_cached` (known good from the cache).
+  Raises:
+    DataError naming the first bad image when not skipping.
+  """
+  cache = VerifiedImageCache(cache_path)
+  to_check = [r for r in dataset.records if not cache.is_verified(r)]
+  num_cached = len(dataset.records) - len(to_check)
+  bad = {}
+  with concurrent.futures.ThreadPoolExecutor(max_workers=num_threads) as pool:
+    futures = [pool.submit(check_image, r['path'], r['height'], r['width']) for r in to_check]
+    iterator = zip(to_check, futures)
+    if progress is not None:
+      iterator = progress(iterator, total=len(to_check), desc='checking images', unit='img')
+    try:
+      for record, future in iterator:
+        try:
+          future.result()
+          cache.add(record)
+        except DataError as e:
+          if not skip_bad_records:
+            raise
+          bad[record['image_id']] = e
+    finally:
+      cache.save()  # What was checked stays checked, even when we stop at an error.
+  for image_id, error in bad.items():
+    dataset.skipped.append({'path': error.path, 'problem': error.problem})
+    log(f'skipped {error}')
+  if bad:
+    dataset.records = [r for r in dataset.records if r['image_id'] not in bad]
+  return {'num_checked': len(to_check), 'num_cached': num_cached}

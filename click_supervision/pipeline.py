@@ -1,0 +1,110 @@
+"""tf.data input pipeline: records (+ clicks) -> dicts of tensors.
+
+`make_dataset` yields one element per image with these keys (after the default ops):
+
+  image:          uint8 [H, W, 3], RGB, no EXIF rotation (same pixels as `images.load_image`).
+  image_id:       string [].
+  path:           string [], the image file.
+  height, width:  int32 [], from the annotation (checked against the file by the data stage).
+  image_labels:   float32 [num_classes], multi-hot image-level labels (the weak supervision).
+  clicks:         float32 [C, 2], `(y, x)` in pixels, all clicks the learner uses in this image,
+                  C = (number of image-level labels) x (clicks per pair); [0, 2] with no clicks.
+  click_labels:   int32 [C], class index of each click.
+  gt_boxes:       float32 [N, 4], `[ymin, xmin, ymax, xmax]` pixels, for evaluation only.
+  gt_labels:      int32 [N].
+  gt_difficult:   bool [N].
+
+The ops below are pure `dict -> dict` functions over such dicts (big_vision style): each works
+eagerly on a dict of tensors and inside `Dataset.map`.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from click_supervision import clicks as clicks_lib
+
+
+def _raw_signature():
+  return {
+      'image_id': tf.TensorSpec([], tf.string),
+      'path': tf.TensorSpec([], tf.string),
+      'height': tf.TensorSpec([], tf.int32),
+      'width': tf.TensorSpec([], tf.int32),
+      'label_indices': tf.TensorSpec([None], tf.int32),
+      'clicks': tf.TensorSpec([None, 2], tf.float32),
+      'click_labels': tf.TensorSpec([None], tf.int32),
+      'gt_boxes': tf.TensorSpec([None, 4], tf.float32),
+      'gt_labels': tf.TensorSpec([None], tf.int32),
+      'gt_difficult': tf.TensorSpec([None], tf.bool),
+  }
+
+
+def raw_examples(records, selected_clicks=None):
+  """Yields one dict of numpy values per record (the generator behind `make_dataset`).
+
+  Args:
+    records: list of record dicts (`datasets.records`).
+    selected_clicks: dict `(image_id, class_index)` -> list of `clicks.Click`, or None.
+  """
+  for record in records:
+    points, labels = [], []
+    for label in record['image_labels']:
+      for click in (selected_clicks or {}).get((record['image_id'], int(label)), []):
+        points.append(click)
+        labels.append(int(label))
+    yield {
+        'image_id': record['image_id'],
+        'path': record['path'],
+        'height': np.int32(record['height']),
+        'width': np.int32(record['width']),
+        'label_indices': np.asarray(record['image_labels'], np.int32),
+        'clicks': clicks_lib.clicks_as_array(points),
+        'click_labels': np.array(labels, np.int32),
+        'gt_boxes': record['gt_boxes'],
+        'gt_labels': record['gt_labels'],
+        'gt_difficult': record['difficult'],
+    }
+
+
+def decode_image(features):
+  """Op: reads `path` and adds `image` uint8 [H, W, 3]."""
+  features = dict(features)
+  image = tf.io.decode_image(tf.io.read_file(features['path']), channels=3,
+                             expand_animations=False)
+  features['image'] = tf.ensure_shape(image, [None, None, 3])
+  return features
+
+
+def multi_hot_labels(num_classes):
+  """Op factory: replaces `label_indices` int32 [L] by `image_labels` float32 [num_classes]."""
+
+  def op(features):
+    features = dict(features)
+    indices = features.pop('label_indices')
+    hot = tf.scatter_nd(indices[:, None], tf.ones_like(indices, tf.float32), [num_classes])
+    features['image_labels'] = tf.minimum(hot, 1.0)  # Duplicate indices still give 1.
+    return features
+
+  return op
+
+
+def make_dataset(records, num_classes, selected_clicks=None, decode=True):
+  """Builds the `tf.data.Dataset` documented in the module docstring.
+
+  Args:
+    records: list of record dicts.
+    num_classes: number of classes of the dataset.
+    selected_clicks: dict pair -> list of `clicks.Click` (from `clicks.select_clicks`), or None
+      for no clicks.
+    decode: decode the images (False leaves only `path`, e.g. for stages that read files with
+      OpenCV).
+  Returns:
+    `tf.data.Dataset` of dicts, in record order.
+  """
+  records = list(records)
+  dataset = tf.data.Dataset.from_generator(lambda: raw_examples(records, selected_clicks),
+                                           output_signature=_raw_signature())
+  dataset = dataset.map(multi_hot_labels(num_classes))
+  if decode:
+    dataset = dataset.map(decode_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return dataset

@@ -1,0 +1,212 @@
+"""Trains object localisation from image-level labels plus 0, 1 or 2 center clicks per class.
+
+  python run_mil.py                                   # embedded synthetic default
+  python run_mil.py --dataset=voc:VOCdevkit/VOC2007 --split=trainval --clicks=2
+
+Flags -> one `Config` -> stages, read top to bottom in `run`. Every stage writes into --workdir;
+expensive, reusable work goes to --cache_dir, shared by runs with different click settings. The
+last line of output is `results: <path>` on success, or `error: <what went wrong>`.
+"""
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TensorFlow's start-up chatter out.
+
+from absl import app  # pylint: disable=g-import-not-at-top
+import numpy as np
+import tqdm
+
+from click_supervision import clicks as clicks_lib
+from click_supervision import config as config_lib
+from click_supervision import datasets
+from click_supervision.datasets import images as images_lib
+from click_supervision.datasets import records as records_lib
+from click_supervision.errors import UserError
+from flags import mil_flags
+
+
+def log(message):
+  print(message, flush=True)
+
+
+def config_from_flags():
+  """Reads the absl flags once into a `Config` (the only place flags are read)."""
+  stages = tuple(s.strip() for s in mil_flags.STAGES.value if s.strip())
+  unknown = [s for s in stages if s not in config_lib.STAGES]
+  if unknown:
+    raise UserError(f'--stages: unknown stage {unknown[0]!r}; stages are '
+                    f'{",".join(config_lib.STAGES)}')
+  data = config_lib.DataConfig(
+      dataset=mil_flags.DATASET.value, split=mil_flags.SPLIT.value,
+      cache_dir=os.path.abspath(mil_flags.CACHE_DIR.value or config_lib.default_cache_dir()),
+      skip_bad_records=mil_flags.SKIP_BAD_RECORDS.value,
+      tfds_data_dir=mil_flags.TFDS_DATA_DIR.value, tfds_download=mil_flags.TFDS_DOWNLOAD.value)
+  click_config = config_lib.ClickConfig(
+      num_clicks=int(mil_flags.CLICKS.value), source=mil_flags.CLICK_SOURCE.value,
+      noise=mil_flags.CLICK_NOISE.value, instance=mil_flags.CLICK_INSTANCE.value,
+      seed=mil_flags.SEED.value, use_flagged=mil_flags.USE_FLAGGED_CLICKS.value,
+      seconds_per_click=mil_flags.SECONDS_PER_CLICK.value,
+      seconds_per_box=mil_flags.SECONDS_PER_BOX.value)
+  workdir = mil_flags.WORKDIR.value or os.path.join(
+      'runs', f'{datasets.dataset_slug(data.dataset)}_{data.split}_clicks{click_config.num_clicks}'
+      f'_seed{click_config.seed}')
+  return config_lib.Config(data=data, clicks=click_config, workdir=os.path.abspath(workdir),
+                           stages=tuple(s for s in config_lib.STAGES if s in stages))
+
+
+def write_json(path, obj):
+  """Writes JSON atomically (temp file in the same folder, then rename)."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
+  with os.fdopen(fd, 'w') as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def _json_default(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f'not JSON serialisable: {type(value)}')
+
+
+def versions():
+  import importlib.metadata  # pylint: disable=g-import-not-at-top
+  found = {'python': platform.python_version()}
+  for package in ('click_supervision', 'numpy', 'tensorflow', 'keras', 'opencv-contrib-python-headless'):
+    try:
+      found[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      found[package] = None
+  return found
+
+
+def stage_data(config):
+  """Reads the dataset, checks every image once, writes data_summary.json."""
+  data = config.data
+  dataset = datasets.load_dataset(data.dataset, data.split, cache_dir=data.cache_dir,
+                                  skip_bad_records=data.skip_bad_records,
+                                  tfds_data_dir=data.tfds_data_dir,
+                                  tfds_download=data.tfds_download, log=log)
+  check = images_lib.verify_images(
+      dataset, cache_path=os.path.join(data.cache_dir, 'verified_images.json'),
+      skip_bad_records=data.skip_bad_records, log=log,
+      progress=lambda it, **kw: tqdm.tqdm(it, mininterval=1.0, **kw))
+  summary = records_lib.summarize(dataset)
+  summary['images_decoded_now'] = check['num_checked']
+  summary['skipped'] = dataset.skipped
+  if not dataset.records:
+    raise UserError(f'{data.dataset} {data.split}: no usable images')
+  return dataset, summary
+
+
+def stage_clicks(config, dataset):
+  """Simulates or reads the clicks and selects those the learner uses.
+
+  Returns:
+    (selected, info): selected is dict (image_id, class_index) -> list of `clicks.Click`;
+    info is a dict for results.json.
+  """
+  click_config = config.clicks
+  pairs = records_lib.image_class_pairs(dataset)
+  if click_config.num_clicks == 0:
+    selected = clicks_lib.select_clicks(None, pairs, 0)
+    info = {'click_file': None}
+  else:
+    if click_config.source == 'simulated':
+      # Simulated clicks take the same path as real ones: written in the click format, then read.
+      click_path = os.path.join(config.workdir, 'clicks_simulated.jsonl')
+      simulator = {'num_annotators': max(click_config.num_annotators, click_config.num_clicks),
+                   'noise': click_config.noise, 'instance': click_config.instance,
+                   'seed': click_config.seed}
+      rows = clicks_lib.simulate_clicks(dataset, **simulator)
+      clicks_lib.write_click_file(click_path, rows, {
+          'dataset': dataset.name, 'split': dataset.split, 'simulator': simulator})
+    else:
+      click_path = os.path.abspath(click_config.source)
+    click_set = clicks_lib.read_click_file(click_path, dataset)
+    selected = clicks_lib.select_clicks(click_set, pairs, click_config.num_clicks,
+                                        use_flagged=click_config.use_flagged)
+    info = {'click_file': click_path}
+  info.update(clicks_lib.click_statistics(selected, dataset))
+  info.update(clicks_lib.annotation_hours(info['num_clicks'], len(pairs),
+                                          click_config.seconds_per_click,
+                                          click_config.seconds_per_box))
+  return selected, info
+
+
+def run(config):
+  """Runs the configured stages; returns the path of results.json."""
+  os.makedirs(config.workdir, exist_ok=True)
+  simulated = config.clicks.source == 'simulated'
+  results = {
+      'status': 'running',
+      'stages': list(config.stages),
+      'config': config.to_dict(),
+      'dataset': config.data.dataset,
+      'split': config.data.split,
+      'clicks': config.clicks.num_clicks,
+      'click_source': config.clicks.source,
+      # Simulation settings only mean something for simulated clicks.
+      'click_noise': config.clicks.noise if simulated else None,
+      'click_instance': config.clicks.instance if simulated else None,
+      'seed': config.clicks.seed,
+      'timings_s': {},
+      'versions': versions(),
+  }
+  results_path = os.path.join(config.workdir, 'results.json')
+  log(f'workdir: {config.workdir}')
+
+  # --- data: always loaded when a stage needs it; the image check is cached. ---
+  start = time.time()
+  dataset, summary = stage_data(config)
+  results['timings_s']['data'] = round(time.time() - start, 3)
+  results['num_images'] = summary['num_images']
+  results['num_pairs'] = summary['num_image_class_pairs']
+  if 'data' in config.stages:
+    write_json(os.path.join(config.workdir, 'data_summary.json'), summary)
+    log(f'data: {summary["num_images"]} images, {summary["num_objects"]} objects '
+        f'({summary["num_difficult"]} difficult, {summary["num_crowd"]} crowd), '
+        f'{summary["num_image_class_pairs"]} image-class pairs, {summary["num_skipped"]} skipped')
+
+  # --- clicks ---
+  if 'clicks' in config.stages:
+    start = time.time()
+    _, click_info = stage_clicks(config, dataset)
+    results['timings_s']['clicks'] = round(time.time() - start, 3)
+    results['click_stats'] = click_info
+    results['annotation_hours'] = click_info['annotation_hours']
+    log(f'clicks: {click_info["num_clicks"]} clicks on {click_info["num_pairs"]} pairs '
+        f'({config.clicks.source}); annotation time {click_info["annotation_hours"]:.3f} h '
+        f'(boxes would take {click_info["annotation_hours_full_supervision"]:.3f} h)')
+
+  results['status'] = 'complete'
+  write_json(results_path, results)
+  return results_path
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f'error: unexpected arguments {argv[1:]}', file=sys.stderr, flush=True)
+    sys.exit(2)
+  try:
+    results_path = run(config_from_flags())
+  except UserError as e:
+    sys.stdout.flush()
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(1)
+  except KeyboardInterrupt:
+    sys.stdout.flush()
+    print('error: interrupted; rerun the same command to resume', file=sys.stderr, flush=True)
+    sys.exit(130)
+  print(f'results: {results_path}', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
