@@ -1,0 +1,30 @@
+"""Shared test fixtures: where the real sample data lives, and small helpers."""
+
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shared_data_dir():
+  """`$CLICKSUP_SHARED_DATA`, else `../shared/data` beside the repository."""
+  return os.environ.get('CLICKSUP_SHARED_DATA') or os.path.join(REPO, '..', 'shared', 'data')
+
+
+@pytest.fixture(scope='session')
+def voc_dev_root():
+  """The real VOC2007 sample (VOCdevkit/VOC2007 layout); skips when it is absent."""
+  root = os.path.join(shared_data_dir(), 'voc2007-dev', 'VOCdevkit', 'VOC2007')
+  if not os.path.isdir(root):
+    pytest.skip(f'real VOC sample not found at {root} (set CLICKSUP_SHARED_DATA)')
+  return os.path.abspath(root)
+
+
+@pytest.fixture(scope='session')
+def tinycoco_dir():
+  """The real tiny COCO sample; skips when it is absent."""
+  root = os.path.join(shared_data_dir(), 'tinycoco')
+  if not os.path.isdir(root):
+    pytest.skip(f'real COCO sample not found at {root} (set CLICKSUP_SHARED_DATA)')
+  return os.path.abspath(root)

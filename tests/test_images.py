@@ -1,0 +1,85 @@
+"""Tests of image decoding and the data stage's image check."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from click_supervision.datasets import images
+from click_supervision.datasets import records as records_lib
+from click_supervision.errors import DataError
+
+
+def _dataset(tmp_path, sizes):
+  """A Dataset of real JPEG files with the given (height, width) per image."""
+  records = []
+  rng = np.random.default_rng(0)
+  for i, (height, width) in enumerate(sizes):
+    path = str(tmp_path / f'{i}.jpg')
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+    records.append(records_lib.make_record(str(i), path, height, width, [[0, 0, 2, 2]], [0]))
+  return records_lib.Dataset('test', 'trainval', ['thing'], records)
+
+
+def _truncate(path):
+  data = open(path, 'rb').read()
+  with open(path, 'wb') as f:
+    f.write(data[:len(data) // 2])
+
+
+def test_load_image_rgb_uint8(tmp_path):
+  path = str(tmp_path / 'grey.png')
+  Image.new('L', (5, 3), color=7).save(path)
+  pixels = images.load_image(path)
+  assert pixels.shape == (3, 5, 3) and pixels.dtype == np.uint8 and np.all(pixels == 7)
+
+
+def test_truncated_jpeg_is_an_error_naming_the_file(tmp_path):
+  dataset = _dataset(tmp_path, [(30, 40), (32, 32)])
+  _truncate(dataset.records[1]['path'])
+  with pytest.raises(DataError, match='truncated') as info:
+    images.verify_images(dataset)
+  assert info.value.path == dataset.records[1]['path']
+
+
+def test_real_truncated_jpeg(voc_dev_root, tmp_path):
+  path = str(tmp_path / '000005.jpg')
+  shutil.copy(os.path.join(voc_dev_root, 'JPEGImages', '000005.jpg'), path)
+  _truncate(path)
+  with pytest.raises(DataError, match='unreadable or truncated'):
+    images.check_image(path, 375, 500)
+
+
+def test_not_an_image_and_size_mismatch(tmp_path):
+  path = tmp_path / 'text.jpg'
+  path.write_text('hello')
+  with pytest.raises(DataError, match='unreadable'):
+    images.check_image(str(path), 1, 1)
+  dataset = _dataset(tmp_path, [(30, 40)])
+  with pytest.raises(DataError, match='image is 40 x 30 pixels but its annotation says 41 x 30'):
+    images.check_image(dataset.records[0]['path'], 30, 41)
+
+
+def test_cache_skips_decoded_images_and_rechecks_changed_files(tmp_path):
+  dataset = _dataset(tmp_path, [(30, 40), (32, 32)])
+  cache = str(tmp_path / 'cache' / 'verified.json')
+  assert images.verify_images(dataset, cache) == {'num_checked': 2, 'num_cached': 0}
+  assert images.verify_images(dataset, cache) == {'num_checked': 0, 'num_cached': 2}
+  _truncate(dataset.records[0]['path'])  # Changes size and mtime: checked again, and fails.
+  with pytest.raises(DataError):
+    images.verify_images(dataset, cache)
+  # The good image stays in the cache after the failure.
+  assert images.VerifiedImageCache(cache).is_verified(dataset.records[1])
+
+
+def test_skip_bad_records_drops_counts_and_logs(tmp_path):
+  dataset = _dataset(tmp_path, [(30, 40), (32, 32), (20, 20)])
+  _truncate(dataset.records[1]['path'])
+  messages = []
+  result = images.verify_images(dataset, skip_bad_records=True, log=messages.append)
+  assert result == {'num_checked': 3, 'num_cached': 0}
+  assert [r['image_id'] for r in dataset.records] == ['0', '2']
+  assert len(dataset.skipped) == 1 and dataset.skipped[0]['path'].endswith('1.jpg')
+  assert len(messages) == 1 and 'truncated' in messages[0]

@@ -1,0 +1,152 @@
+"""End-to-end tests of the driver `run_mil.py` (data and clicks stages), run as a user would."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run_driver(*args, cache_dir):
+  """Runs `python run_mil.py ARGS`; returns (exit code, combined output lines)."""
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'run_mil.py'), f'--cache_dir={cache_dir}', *args],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+  return result.returncode, result.stdout.strip().splitlines()
+
+
+def expect_clean_error(args, cache_dir, *fragments):
+  code, lines = run_driver(*args, cache_dir=cache_dir)
+  output = '\n'.join(lines)
+  assert code != 0, output
+  assert 'Traceback' not in output, output
+  assert lines[-1].startswith('error: '), output
+  for fragment in fragments:
+    assert fragment in lines[-1], output
+  return lines[-1]
+
+
+def small_voc_copy(voc_dev_root, target, image_ids=('000005', '000048', '000077', '000122')):
+  """A VOC folder with a few real images: JPEGs and XMLs copied so tests may damage them."""
+  for sub in ('Annotations', 'JPEGImages', os.path.join('ImageSets', 'Main')):
+    os.makedirs(os.path.join(target, sub))
+  for image_id in image_ids:
+    shutil.copy(os.path.join(voc_dev_root, 'Annotations', image_id + '.xml'),
+                os.path.join(target, 'Annotations'))
+    shutil.copy(os.path.join(voc_dev_root, 'JPEGImages', image_id + '.jpg'),
+                os.path.join(target, 'JPEGImages'))
+  with open(os.path.join(target, 'ImageSets', 'Main', 'trainval.txt'), 'w') as f:
+    f.write('\n'.join(image_ids) + '\n')
+  return target
+
+
+def test_voc_data_stage_counts(voc_dev_root, tmp_path):
+  workdir = tmp_path / 'work'
+  code, lines = run_driver(f'--dataset=voc:{voc_dev_root}', '--split=trainval', '--stages=data',
+                           f'--workdir={workdir}', cache_dir=tmp_path / 'cache')
+  assert code == 0, lines
+  assert lines[-1] == f'results: {workdir / "results.json"}'
+  summary = json.loads((workdir / 'data_summary.json').read_text())
+  assert (summary['num_images'], summary['num_objects'], summary['num_difficult'],
+          summary['num_image_class_pairs']) == (229, 843, 173, 434)
+  assert summary['classes']['chair']['objects'] > 0 and 'images' in summary['classes']['chair']
+  results = json.loads((workdir / 'results.json').read_text())
+  assert results['status'] == 'complete' and results['stages'] == ['data']
+
+
+def test_coco_data_stage_counts(tinycoco_dir, tmp_path):
+  workdir = tmp_path / 'work'
+  spec = (f'coco:{tinycoco_dir}/annotations/instances_train2017.json:'
+          f'{tinycoco_dir}/images/train2017')
+  code, lines = run_driver(f'--dataset={spec}', '--stages=data', f'--workdir={workdir}',
+                           cache_dir=tmp_path / 'cache')
+  assert code == 0, lines
+  summary = json.loads((workdir / 'data_summary.json').read_text())
+  assert (summary['num_images'], summary['num_objects'], summary['num_crowd'],
+          summary['num_image_class_pairs']) == (32, 284, 4, 100)
+
+
+def test_clicks_stage_writes_and_counts_clicks(voc_dev_root, tmp_path):
+  workdir = tmp_path / 'work'
+  code, lines = run_driver(f'--dataset=voc:{voc_dev_root}', '--stages=data,clicks', '--clicks=1',
+                           '--click_noise=0.05', '--seed=3', f'--workdir={workdir}',
+                           cache_dir=tmp_path / 'cache')
+  assert code == 0, lines
+  results = json.loads((workdir / 'results.json').read_text())
+  assert (results['clicks'], results['click_noise'], results['seed']) == (1, 0.05, 3)
+  assert results['click_stats']['num_clicks'] == 434  # One click per pair.
+  assert results['annotation_hours'] == pytest.approx(434 * 1.87 / 3600)
+  # The simulator wrote both annotators' clicks in the click format.
+  rows = (workdir / 'clicks_simulated.jsonl').read_text().splitlines()
+  assert json.loads(rows[0])['simulator']['seed'] == 3 and len(rows) == 1 + 2 * 434
+
+
+def test_click_file_round_trip_through_driver(voc_dev_root, tmp_path):
+  first = tmp_path / 'first'
+  code, _ = run_driver(f'--dataset=voc:{voc_dev_root}', f'--workdir={first}',
+                       cache_dir=tmp_path / 'cache')
+  assert code == 0
+  second = tmp_path / 'second'
+  code, lines = run_driver(f'--dataset=voc:{voc_dev_root}', f'--workdir={second}',
+                           f'--click_source={first / "clicks_simulated.jsonl"}',
+                           cache_dir=tmp_path / 'cache')
+  assert code == 0, lines
+  results = json.loads((second / 'results.json').read_text())
+  assert results['click_stats']['num_clicks'] == 868 and results['click_noise'] is None
+
+
+def test_truncated_jpeg_is_one_clear_line(voc_dev_root, tmp_path):
+  root = small_voc_copy(voc_dev_root, str(tmp_path / 'voc'))
+  path = os.path.join(root, 'JPEGImages', '000077.jpg')
+  data = open(path, 'rb').read()
+  open(path, 'wb').write(data[:len(data) // 3])
+  expect_clean_error([f'--dataset=voc:{root}', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
+                     '000077.jpg', 'truncated')
+  # With --skip_bad_records the image is counted and logged instead.
+  code, lines = run_driver(f'--dataset=voc:{root}', f'--workdir={tmp_path / "w"}',
+                           '--skip_bad_records', cache_dir=tmp_path / 'c')
+  assert code == 0, lines
+  summary = json.loads((tmp_path / 'w' / 'data_summary.json').read_text())
+  assert summary['num_images'] == 3 and summary['num_skipped'] == 1
+  assert any('000077.jpg' in line and 'skipped' in line for line in lines)
+
+
+def test_xml_without_size_is_one_clear_line(voc_dev_root, tmp_path):
+  root = small_voc_copy(voc_dev_root, str(tmp_path / 'voc'))
+  path = os.path.join(root, 'Annotations', '000048.xml')
+  text = open(path).read()
+  start, end = text.index('<size>'), text.index('</size>') + len('</size>')
+  open(path, 'w').write(text[:start] + text[end:])
+  expect_clean_error([f'--dataset=voc:{root}', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
+                     '000048.xml', 'no <size> element')
+
+
+def test_id_without_xml_is_one_clear_line(voc_dev_root, tmp_path):
+  root = small_voc_copy(voc_dev_root, str(tmp_path / 'voc'))
+  with open(os.path.join(root, 'ImageSets', 'Main', 'trainval.txt'), 'a') as f:
+    f.write('999999\n')
+  expect_clean_error([f'--dataset=voc:{root}', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
+                     '999999.xml', 'has no annotation file')
+
+
+def test_malformed_click_file_is_one_clear_line(voc_dev_root, tmp_path):
+  root = small_voc_copy(voc_dev_root, str(tmp_path / 'voc'))
+  click_file = tmp_path / 'clicks.jsonl'
+  click_file.write_text('{"format": "click_supervision.clicks", "version": 1}\n'
+                        '{"image_id": "000005", "class": "chair", "x": 10, "y": 10, '
+                        '"annotator": "a", "source": "human"}\n'
+                        '{"image_id": "000005", "class": "chair", "x": 10\n')
+  expect_clean_error([f'--dataset=voc:{root}', f'--workdir={tmp_path / "w"}',
+                      f'--click_source={click_file}'], tmp_path / 'c',
+                     f'{click_file}:3:', 'malformed JSON')
+
+
+def test_bad_flag_values_are_clear(tmp_path):
+  expect_clean_error(['--dataset=nonsense', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
+                     "--dataset='nonsense' is not a data source")
+  expect_clean_error(['--stages=data,bogus', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
+                     "unknown stage 'bogus'")
