@@ -150,3 +150,20 @@ def test_bad_flag_values_are_clear(tmp_path):
                      "--dataset='nonsense' is not a data source")
   expect_clean_error(['--stages=data,bogus', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
                      "unknown stage 'bogus'")
+
+
+def test_default_run_with_no_flags(tmp_path):
+  # As a new user runs it: no flags at all; the cache comes from the environment and the default
+  # workdir lands under the current folder.
+  env = dict(os.environ, CLICKSUP_CACHE_DIR=str(tmp_path / 'cache'))
+  result = subprocess.run([sys.executable, os.path.join(REPO, 'run_mil.py')], cwd=tmp_path,
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=600)
+  lines = result.stdout.strip().splitlines()
+  assert result.returncode == 0, result.stdout
+  results_path = tmp_path / 'runs' / 'synthetic_trainval_clicks2_seed0' / 'results.json'
+  assert lines[-1] == f'results: {results_path}'
+  results = json.loads(results_path.read_text())
+  assert results['dataset'] == 'synthetic' and results['num_images'] == 240
+  assert results['click_stats']['num_clicks'] == 2 * results['num_pairs']
+  assert any(line.startswith('synthetic: generated 360 images') for line in lines)
