@@ -24,11 +24,12 @@ one click:
   flagged          bool (optional, default false): the annotator failed quality control; the
                    trainer skips flagged clicks unless asked otherwise.
   gt_instance      int (optional, simulated clicks only): index, among the image's ground-truth
-                   boxes, of the instance the simulated annotator aimed at.
+                   boxes, of the instance the simulated annotator aimed at (a box of `class`).
 
 Blank lines are allowed; any other problem (malformed JSON, missing or unknown key, wrong type,
-unknown image or class, a class absent from the image, a click outside the image, a duplicate
-image/class/annotator) stops the reader with the file and line of the first problem.
+unknown image or class, a class absent from the image, a click outside the image, a
+`gt_instance` that is not a box of the class, a duplicate image/class/annotator) stops the reader
+with the file and line of the first problem.
 
 Inside the library a click is `(y, x)` float32 in pixels, like the boxes.
 """
@@ -71,12 +72,14 @@ class ClickSet:
     path: the file they came from.
     header: the header dict.
     clicks: dict `(image_id, class_index)` -> list of `Click`, in file order.
+    class_names: the dataset's class names (class_index -> name).
   """
 
-  def __init__(self, path, header, clicks):
+  def __init__(self, path, header, clicks, class_names):
     self.path = path
     self.header = header
     self.clicks = clicks
+    self.class_names = list(class_names)
 
   @property
   def num_clicks(self):
@@ -173,7 +176,8 @@ def read_click_file(path, dataset):
         if not isinstance(row, dict) or row.get('format') != FORMAT_NAME:
           raise ClickFileError(path, line_number, f'the first line must be the header '
                                f'{{"format": "{FORMAT_NAME}", "version": {FORMAT_VERSION}}}')
-        if row.get('version') != FORMAT_VERSION:
+        # bool is a subclass of int in Python: `true == 1`, so reject it explicitly.
+        if row.get('version') != FORMAT_VERSION or isinstance(row.get('version'), bool):
           raise ClickFileError(path, line_number, f'click file version {row.get("version")!r} is '
                                f'not supported (this library reads version {FORMAT_VERSION})')
         header = row
@@ -194,6 +198,11 @@ def read_click_file(path, dataset):
       if not (0 <= x <= record['width'] and 0 <= y <= record['height']):
         raise ClickFileError(path, line_number, f'click (x={x}, y={y}) lies outside the '
                              f'{record["width"]} x {record["height"]} image {image_id}')
+      instance = row.get('gt_instance')
+      if instance is not None and not (0 <= instance < len(record['gt_labels']) and
+                                       record['gt_labels'][instance] == label):
+        raise ClickFileError(path, line_number, f'"gt_instance" {instance} is not the index of a '
+                             f'ground-truth box of {class_name!r} in image {image_id}')
       key = (image_id, class_name, row['annotator'])
       if key in seen:
         raise ClickFileError(path, line_number, f'duplicate click: image {image_id}, class '
@@ -205,7 +214,7 @@ def read_click_file(path, dataset):
           gt_instance=row.get('gt_instance')))
   if header is None:
     raise ClickFileError(path, 0, 'empty click file (no header line)')
-  return ClickSet(path, header, dict(clicks))
+  return ClickSet(path, header, dict(clicks), dataset.class_names)
 
 
 def select_clicks(click_set, pairs, num_clicks, use_flagged=False):
@@ -227,7 +236,8 @@ def select_clicks(click_set, pairs, num_clicks, use_flagged=False):
   for pair in pairs:
     usable = [c for c in click_set.clicks.get(pair, []) if use_flagged or not c.flagged]
     if len(usable) < num_clicks:
-      raise ClickFileError(click_set.path, 0, f'image {pair[0]} class #{pair[1]} has '
+      raise ClickFileError(click_set.path, 0, f'image {pair[0]} class '
+                           f'{click_set.class_names[pair[1]]!r} has '
                            f'{len(usable)} usable clicks but --clicks={num_clicks} needs '
                            f'{num_clicks}')
     selected[pair] = usable[:num_clicks]
@@ -280,7 +290,9 @@ def simulate_clicks(dataset, num_annotators=2, noise=0.1, instance='area', seed=
         if instance == 'largest':
           chosen = instances[int(np.argmax(areas))]
         elif instance == 'area':
-          chosen = instances[rng.choice(len(instances), p=areas / areas.sum())]
+          # Zero-area boxes never come from the readers; fall back to uniform for hand-made ones.
+          weights = areas / areas.sum() if areas.sum() > 0 else None
+          chosen = instances[rng.choice(len(instances), p=weights)]
         else:
           chosen = instances[rng.integers(len(instances))]
         box = record['gt_boxes'][chosen]

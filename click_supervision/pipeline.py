@@ -69,8 +69,15 @@ def raw_examples(records, selected_clicks=None):
 def decode_image(features):
   """Op: reads `path` and adds `image` uint8 [H, W, 3]."""
   features = dict(features)
-  image = tf.io.decode_image(tf.io.read_file(features['path']), channels=3,
-                             expand_animations=False)
+  data = tf.io.read_file(features['path'])
+  # `tf.io.decode_image` decodes JPEG with libjpeg's fast integer DCT, whose pixels differ from
+  # PIL's (`images.load_image`, accurate integer DCT) by up to ~20 grey levels; the accurate DCT
+  # gives the same pixels, so every stage sees the same image.
+  image = tf.cond(
+      tf.io.is_jpeg(data),
+      lambda: tf.io.decode_jpeg(data, channels=3, dct_method='INTEGER_ACCURATE'),
+      lambda: tf.ensure_shape(tf.io.decode_image(data, channels=3, expand_animations=False),
+                              [None, None, 3]))
   features['image'] = tf.ensure_shape(image, [None, None, 3])
   return features
 
