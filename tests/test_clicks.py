@@ -293,8 +293,8 @@ def test_select_too_few_clicks_names_the_pair(tmp_path, pair, num_clicks, use_fl
   with pytest.raises(ClickFileError) as info:
     clicks.select_clicks(click_set, [pair], num_clicks, use_flagged=use_flagged)
   assert info.value.path == click_set.path
-  assert (f'image {pair[0]} class {['cat', 'dog'][pair[1]]!r} has {usable} usable clicks'
-          in info.value.problem)
+  class_name = ('cat', 'dog')[pair[1]]
+  assert f'image {pair[0]} class {class_name!r} has {usable} usable clicks' in info.value.problem
   assert f'--clicks={num_clicks}' in info.value.problem
 
 
