@@ -1,0 +1,166 @@
+"""A sharded, atomic, resumable on-disk cache of per-image arrays (proposals, RoI features).
+
+Layout: `<root>/<name>/<key>/` holds `params.json` (what the key covers, for people) and one file
+per shard, `shard-00003-of-00012.npz`, each holding the arrays of a fixed, consecutive run of
+images. The key is a hash of everything that changes the result: the stage's parameters, and the
+ordered list of (image id, image path, file size) the shards are cut from, so runs that differ
+only in things the stage does not depend on (e.g. the number of clicks) share the cache.
+
+Guarantees:
+  * atomic: a shard is written to a temp file, flushed and fsync'ed, then renamed into place, so
+    a kill never leaves a half-written shard under the final name;
+  * resumable: finished shards are skipped on a rerun;
+  * checked: a shard is accepted only if it opens, every array reads back (zip CRCs are verified
+    on read) and its image ids are the expected ones; anything else is recomputed;
+  * splittable: `shards_for_worker(num_workers, worker_index)` gives worker `k` of `n` every n-th
+    shard, for several machines or a batch scheduler's array jobs writing to one shared folder.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+_IDS_KEY = '__image_ids__'
+
+
+def cache_key(params, image_files):
+  """A 16-hex-digit key of `params` (JSON-serialisable dict) and `image_files`.
+
+  Args:
+    params: dict of every parameter that changes the stage's result.
+    image_files: list of `(image_id, path)`; the file size is added so a replaced image changes
+      the key.
+  """
+  files = [(image_id, os.path.abspath(path), os.path.getsize(path)) for image_id, path in image_files]
+  blob = json.dumps({'params': params, 'files': files}, sort_keys=True).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class ShardedCache:
+  """Per-image arrays cut into shards of `images_per_shard` consecutive images.
+
+  Args:
+    root: the cache folder (`--cache_dir`).
+    name: the stage's folder name, e.g. `proposals`.
+    params: dict of every parameter that changes the result (JSON-serialisable).
+    image_files: ordered list of `(image_id, path)` the cache covers.
+    images_per_shard: shard size; part of the key.
+  """
+
+  def __init__(self, root, name, params, image_files, images_per_shard=32):
+    if images_per_shard < 1:
+      raise ValueError(f'images_per_shard must be >= 1, got {images_per_shard}')
+    self.image_ids = [image_id for image_id, _ in image_files]
+    if len(set(self.image_ids)) != len(self.image_ids):
+      raise ValueError('image ids must be unique')
+    self.images_per_shard = images_per_shard
+    self.key = cache_key(dict(params, images_per_shard=images_per_shard), image_files)
+    self.dir = os.path.join(root, name, self.key)
+    self.num_shards = max(1, -(-len(self.image_ids) // images_per_shard))
+    self._shard_of = {image_id: i // images_per_shard for i, image_id in enumerate(self.image_ids)}
+    os.makedirs(self.dir, exist_ok=True)
+    params_path = os.path.join(self.dir, 'params.json')
+    if not os.path.exists(params_path):
+      _atomic_write_bytes(params_path, json.dumps(
+          {'name': name, 'params': params, 'images_per_shard': images_per_shard,
+           'num_images': len(self.image_ids)}, indent=2, sort_keys=True).encode())
+
+  def shard_path(self, shard):
+    return os.path.join(self.dir, f'shard-{shard:05d}-of-{self.num_shards:05d}.npz')
+
+  def shard_image_ids(self, shard):
+    start = shard * self.images_per_shard
+    return self.image_ids[start:start + self.images_per_shard]
+
+  def shard_of(self, image_id):
+    return self._shard_of[image_id]
+
+  def shards_for_worker(self, num_workers=1, worker_index=0):
+    """Shard indices worker `worker_index` of `num_workers` is responsible for."""
+    if not 0 <= worker_index < num_workers:
+      raise ValueError(f'shard_index must be in [0, {num_workers}), got {worker_index}')
+    return list(range(worker_index, self.num_shards, num_workers))
+
+  def read_shard(self, shard):
+    """Reads a shard.
+
+    Returns:
+      dict image_id -> dict of numpy arrays, or None when the shard is missing, partial or
+      corrupt (it is then recomputed by the caller).
+    """
+    path = self.shard_path(shard)
+    if not os.path.exists(path):
+      return None
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        arrays = {key: data[key] for key in data.files}  # Reads every member: CRCs checked.
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError):
+      return None
+    ids = arrays.pop(_IDS_KEY, None)
+    if ids is None or list(ids) != self.shard_image_ids(shard):
+      return None
+    per_image = {image_id: {} for image_id in ids}
+    for key, value in arrays.items():
+      index, field = key.split('/', 1)
+      per_image[ids[int(index)]][field] = value
+    return per_image
+
+  def is_done(self, shard):
+    return self.read_shard(shard) is not None
+
+  def write_shard(self, shard, per_image):
+    """Writes a shard atomically.
+
+    Args:
+      shard: shard index.
+      per_image: dict image_id -> dict field name -> numpy array, for exactly the shard's images.
+    """
+    expected = self.shard_image_ids(shard)
+    if sorted(per_image) != sorted(expected):
+      raise ValueError(f'shard {shard} expects images {expected[:3]}..., got '
+                       f'{sorted(per_image)[:3]}...')
+    arrays = {_IDS_KEY: np.array(expected)}
+    for index, image_id in enumerate(expected):
+      for field, value in per_image[image_id].items():
+        if '/' in field:
+          raise ValueError(f'field names may not contain "/": {field!r}')
+        arrays[f'{index}/{field}'] = np.asarray(value)
+    fd, tmp = tempfile.mkstemp(dir=self.dir, suffix='.tmp')
+    try:
+      with os.fdopen(fd, 'wb') as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(tmp, self.shard_path(shard))
+    except BaseException:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+      raise
+
+  def missing_shards(self, num_workers=1, worker_index=0):
+    """This worker's shards that are not done yet (missing, partial or corrupt)."""
+    return [s for s in self.shards_for_worker(num_workers, worker_index) if not self.is_done(s)]
+
+  def iter_images(self):
+    """Yields `(image_id, dict of arrays)` in cache order, one shard in memory at a time.
+
+    Raises:
+      RuntimeError naming the shard when one is not done (run the stage first).
+    """
+    for shard in range(self.num_shards):
+      per_image = self.read_shard(shard)
+      if per_image is None:
+        raise RuntimeError(f'{self.shard_path(shard)} is missing or corrupt')
+      for image_id in self.shard_image_ids(shard):
+        yield image_id, per_image[image_id]
+
+
+def _atomic_write_bytes(path, data):
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
+  with os.fdopen(fd, 'wb') as f:
+    f.write(data)
+  os.replace(tmp, path)
