@@ -1,0 +1,155 @@
+"""RoI features: one trunk forward pass per image, then RoI pooling of every proposal.
+
+The same `RoiPooling` layer serves the detector later. Coordinates: boxes arrive in image pixels
+(`click_supervision.boxes` convention); the trunk's feature cell `i` covers image pixels
+`[i * stride, (i + 1) * stride)` (TF 'same' padding puts any padding at the bottom/right), so its
+center is at pixel `(i + 0.5) * stride` and pixel coordinate `y` is feature coordinate
+`y / stride - 0.5`, measured in cells from the first cell's center.
+"""
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from click_supervision.datasets import images as images_lib
+
+
+@keras.saving.register_keras_serializable(package='click_supervision')
+class RoiPooling(keras.layers.Layer):
+  """Pools a feature map inside boxes into fixed-size grids (RoIAlign-style, average of samples).
+
+  Each box is cut into `pool_size x pool_size` bins; each bin is the average of
+  `samples_per_bin x samples_per_bin` bilinear samples placed at the centers of a regular
+  sub-grid of the bin (`tf.image.crop_and_resize` does the sampling; its normalized coordinates
+  are converted here). Samples between the outer cell centers and the image border take the
+  border cell's value; samples further outside the feature map are 0.
+
+  Call args:
+    feature_maps: float [B, h, w, C], the trunk output.
+    boxes: float32 [N, 4], `[ymin, xmin, ymax, xmax]` in pixels of the image the trunk saw.
+    box_indices: int32 [N], which image of the batch each box belongs to.
+  Returns:
+    float32 [N, pool_size, pool_size, C].
+  """
+
+  def __init__(self, stride, pool_size=2, samples_per_bin=2, **kwargs):
+    super().__init__(**kwargs)
+    self.stride = int(stride)
+    self.pool_size = int(pool_size)
+    self.samples_per_bin = int(samples_per_bin)
+
+  def call(self, feature_maps, boxes, box_indices):
+    # Replicate the border cells once: samples within half a cell of the image border (between
+    # the outer cell centers and the image edge) then take the border value instead of
+    # crop_and_resize's zero extrapolation, so boxes touching the border are not dimmed.
+    feature_maps = tf.pad(tf.cast(feature_maps, tf.float32), [[0, 0], [1, 1], [1, 1], [0, 0]],
+                          mode='SYMMETRIC')
+    height = tf.cast(tf.shape(feature_maps)[1], tf.float32)
+    width = tf.cast(tf.shape(feature_maps)[2], tf.float32)
+    samples = self.pool_size * self.samples_per_bin
+    # Pixel -> feature coordinate (cells from the first cell's center), +1 for the padding.
+    cells = tf.cast(boxes, tf.float32) / self.stride - 0.5 + 1.0
+    # Sample at sub-bin centers: the first and last samples sit half a step inside the box.
+    step_y = (cells[:, 2] - cells[:, 0]) / samples
+    step_x = (cells[:, 3] - cells[:, 1]) / samples
+    first_y, last_y = cells[:, 0] + step_y / 2, cells[:, 2] - step_y / 2
+    first_x, last_x = cells[:, 1] + step_x / 2, cells[:, 3] - step_x / 2
+    # crop_and_resize maps normalized 0 -> first row center, 1 -> last row center.
+    norm_y = tf.maximum(height - 1.0, 1.0)
+    norm_x = tf.maximum(width - 1.0, 1.0)
+    normalized = tf.stack([first_y / norm_y, first_x / norm_x, last_y / norm_y, last_x / norm_x],
+                          axis=1)
+    crops = tf.image.crop_and_resize(feature_maps, normalized, tf.cast(box_indices, tf.int32),
+                                     [samples, samples], method='bilinear',
+                                     extrapolation_value=0.0)
+    return tf.nn.avg_pool2d(crops, self.samples_per_bin, self.samples_per_bin, 'VALID')
+
+  def get_config(self):
+    config = super().get_config()
+    config.update({'stride': self.stride, 'pool_size': self.pool_size,
+                   'samples_per_bin': self.samples_per_bin})
+    return config
+
+
+def rescale_factor(height, width, short_side, max_long_side):
+  """Scale that brings the short side to `short_side` without the long side passing
+  `max_long_side` (Fast R-CNN's rule); 1.0 when `short_side` is None."""
+  if not short_side:
+    return 1.0
+  scale = short_side / min(height, width)
+  if max_long_side and scale * max(height, width) > max_long_side:
+    scale = max_long_side / max(height, width)
+  return scale
+
+
+class FeatureExtractor:
+  """Computes fixed-length RoI features for the proposals of one image at a time.
+
+  Args:
+    trunk: keras.Model mapping float32 [B, H, W, 3] RGB 0-255 to a feature map; must have an int
+      attribute `stride` (pixels per feature cell).
+    pool_size: RoI grid side; the feature length is `pool_size**2 * channels`.
+    short_side: the image is resized so its short side has this many pixels before the trunk
+      (None: native size); boxes are scaled the same way.
+    max_long_side: cap on the resized long side.
+    max_rois_per_call: RoIs pooled per call (bounds memory for many proposals).
+  """
+
+  def __init__(self, trunk, pool_size=2, short_side=600, max_long_side=1000,
+               max_rois_per_call=4096):
+    self.trunk = trunk
+    self.short_side = short_side
+    self.max_long_side = max_long_side
+    self.max_rois_per_call = max_rois_per_call
+    self.roi_pooling = RoiPooling(stride=trunk.stride, pool_size=pool_size)
+    # One trace for every image size: spatial dimensions are dynamic.
+    self._forward = tf.function(
+        lambda images: trunk(images, training=False),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    self._pool = tf.function(
+        lambda maps, boxes: tf.reshape(
+            self.roi_pooling(maps, boxes, tf.zeros(tf.shape(boxes)[:1], tf.int32)),
+            [tf.shape(boxes)[0], -1]),
+        input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
+                         tf.TensorSpec([None, 4], tf.float32)])
+
+  def __call__(self, image, boxes):
+    """RoI features of `boxes` in `image`.
+
+    Args:
+      image: uint8 [H, W, 3] RGB.
+      boxes: float32 [P, 4] pixels of `image`.
+    Returns:
+      (features float32 [P, D], timings dict with `trunk` and `pooling` seconds).
+    """
+    height, width = image.shape[:2]
+    scale = rescale_factor(height, width, self.short_side, self.max_long_side)
+    pixels = tf.convert_to_tensor(image[None], tf.float32)
+    if scale != 1.0:
+      size = [max(1, round(height * scale)), max(1, round(width * scale))]
+      pixels = tf.image.resize(pixels, size, method='bilinear', antialias=scale < 1)
+      # Exact per-axis factors, so boxes land where the resized pixels are.
+      factors = np.array([size[0] / height, size[1] / width] * 2, np.float32)
+    else:
+      factors = np.ones(4, np.float32)
+    start = time.perf_counter()
+    maps = self._forward(pixels)
+    maps.numpy()  # Wait for the trunk before timing the pooling.
+    trunk_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    scaled = np.asarray(boxes, np.float32).reshape(-1, 4) * factors
+    chunks = [self._pool(maps, scaled[i:i + self.max_rois_per_call]).numpy()
+              for i in range(0, len(scaled), self.max_rois_per_call)]
+    features = (np.concatenate(chunks) if chunks else
+                np.zeros((0, self.feature_dim(maps)), np.float32))
+    return features, {'trunk': trunk_seconds, 'pooling': time.perf_counter() - start}
+
+  def feature_dim(self, maps=None):
+    channels = maps.shape[-1] if maps is not None else self.trunk.output_shape[-1]
+    return self.roi_pooling.pool_size ** 2 * int(channels)
+
+  def features_of_file(self, path, boxes):
+    """`__call__` on an image file read with `images.load_image`."""
+    return self(images_lib.load_image(path), boxes)

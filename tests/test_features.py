@@ -1,0 +1,120 @@
+"""Tests of RoI pooling (against a numpy reference) and the per-image feature extractor."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from click_supervision import features
+
+
+def bilinear(feature_map, y, x):
+  """Numpy reference: bilinear sample of [h, w, C] at feature coordinates (y, x).
+
+  Within one cell outside the outer cell centers the border value is used; further out, 0.
+  """
+  h, w, _ = feature_map.shape
+  if not (-1 <= y <= h and -1 <= x <= w):
+    return np.zeros(feature_map.shape[-1])
+  y, x = min(max(y, 0.0), h - 1.0), min(max(x, 0.0), w - 1.0)
+  y0, x0 = int(np.floor(y)), int(np.floor(x))
+  y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+  dy, dx = y - y0, x - x0
+  return ((1 - dy) * (1 - dx) * feature_map[y0, x0] + (1 - dy) * dx * feature_map[y0, x1] +
+          dy * (1 - dx) * feature_map[y1, x0] + dy * dx * feature_map[y1, x1])
+
+
+def roi_pool_reference(feature_map, box, stride, pool_size, samples_per_bin):
+  """Numpy reference of RoiPooling for one box: [pool, pool, C]."""
+  ymin, xmin, ymax, xmax = np.asarray(box, np.float64) / stride - 0.5
+  n = pool_size * samples_per_bin
+  ys = ymin + (np.arange(n) + 0.5) * (ymax - ymin) / n
+  xs = xmin + (np.arange(n) + 0.5) * (xmax - xmin) / n
+  samples = np.array([[bilinear(feature_map, y, x) for x in xs] for y in ys])
+  return samples.reshape(pool_size, samples_per_bin, pool_size, samples_per_bin, -1).mean(
+      axis=(1, 3))
+
+
+def test_roi_pooling_matches_numpy_reference():
+  rng = np.random.default_rng(0)
+  maps = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+  stride = 16
+  boxes = np.array([[0, 0, 80, 112],      # the whole 5x7 map of image 0
+                    [10, 20, 50, 70],     # inside
+                    [-20, 90, 40, 130],   # partly outside the map: zeros there
+                    [33, 33, 34, 34]],    # a 1-pixel box
+                   np.float32)
+  indices = np.array([0, 1, 0, 1], np.int32)
+  layer = features.RoiPooling(stride=stride, pool_size=2, samples_per_bin=2)
+  pooled = layer(maps, boxes, indices).numpy()
+  assert pooled.shape == (4, 2, 2, 3)
+  for box, index, got in zip(boxes, indices, pooled):
+    np.testing.assert_allclose(got, roi_pool_reference(maps[index], box, stride, 2, 2),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_roi_pooling_cell_aligned_box_gives_cell_values():
+  # Feature cell (i, j) covers pixels [8i, 8i+8) x [8j, 8j+8). A box over cells 1..2 x 0..1
+  # pooled 2x2: each bin's four samples sit +-0.25 cell around a cell center.
+  maps = np.arange(4 * 4, dtype=np.float32).reshape(1, 4, 4, 1)  # value = 4 * row + col
+  layer = features.RoiPooling(stride=8, pool_size=2, samples_per_bin=2)
+  pooled = layer(maps, np.array([[8, 0, 24, 16]], np.float32), np.zeros(1, np.int32)).numpy()
+  # Inside the map it is linear, so a bin averages to its cell's value (5, 9). In column 0 the
+  # samples at x = -0.25 take the border value (x clamped to 0: 4 or 8) and those at x = 0.25
+  # give 4.25 or 8.25, so the bin is 4.125 or 8.125 (not dimmed towards 0).
+  np.testing.assert_allclose(pooled[0, :, :, 0], [[4.125, 5], [8.125, 9]], atol=1e-5)
+  # A box far left of the map, x in [-24, 0) px = cells [-3.5, -0.5): its left bin's samples
+  # (x = -3.125, -2.375) lie beyond the one replicated cell and are 0.
+  outside = layer(maps, np.array([[8, -24, 24, 0]], np.float32), np.zeros(1, np.int32)).numpy()
+  np.testing.assert_allclose(outside[0, :, 0, 0], [0, 0])
+
+
+def test_roi_pooling_config_round_trip():
+  layer = features.RoiPooling(stride=32, pool_size=3, samples_per_bin=1, name='roi')
+  clone = features.RoiPooling.from_config(layer.get_config())
+  assert (clone.stride, clone.pool_size, clone.samples_per_bin, clone.name) == (32, 3, 1, 'roi')
+
+
+def tiny_trunk(stride=4, channels=5):
+  inputs = keras.Input([None, None, 3])
+  outputs = keras.layers.Conv2D(channels, stride, strides=stride, padding='same',
+                                kernel_initializer=keras.initializers.GlorotUniform(seed=1))(
+                                    inputs / 255.0)
+  model = keras.Model(inputs, outputs)
+  model.stride = stride
+  return model
+
+
+def test_rescale_factor():
+  assert features.rescale_factor(375, 500, 600, 1000) == pytest.approx(1.6)
+  # 600 / 100 = 6 would make the long side 3000 > 1000: capped at 1000 / 500 = 2.
+  assert features.rescale_factor(100, 500, 600, 1000) == pytest.approx(2.0)
+  assert features.rescale_factor(100, 500, None, 1000) == 1.0
+
+
+def test_extractor_shapes_and_scaling_consistency():
+  rng = np.random.default_rng(1)
+  image = rng.integers(0, 255, size=(30, 41, 3), dtype=np.uint8)
+  boxes = np.array([[0, 0, 30, 41], [5, 6, 20, 30], [1, 1, 3, 3]], np.float32)
+  trunk = tiny_trunk()
+  native = features.FeatureExtractor(trunk, pool_size=2, short_side=None)
+  feats, timings = native(image, boxes)
+  assert feats.shape == (3, 2 * 2 * 5) and feats.dtype == np.float32
+  assert set(timings) == {'trunk', 'pooling'}
+  # The same image 2x larger with boxes 2x larger, at native size, equals the extractor that
+  # upsamples by 2 itself.
+  upsampled = features.FeatureExtractor(trunk, pool_size=2, short_side=60)
+  big = tf.image.resize(image[None].astype(np.float32), [60, 82]).numpy()[0]
+  direct = native.__class__(trunk, short_side=None)
+  direct_feats = direct._pool(direct._forward(big[None]), boxes * [2, 82 / 41, 2, 82 / 41])
+  np.testing.assert_allclose(upsampled(image, boxes)[0], direct_feats.numpy(), rtol=1e-4,
+                             atol=1e-4)
+
+
+def test_extractor_many_rois_in_chunks_and_no_rois():
+  trunk = tiny_trunk()
+  image = np.zeros((16, 16, 3), np.uint8)
+  boxes = np.tile(np.array([[0, 0, 8, 8]], np.float32), (10, 1))
+  chunked = features.FeatureExtractor(trunk, short_side=None, max_rois_per_call=3)
+  assert chunked(image, boxes)[0].shape == (10, 20)
+  assert chunked(image, np.zeros((0, 4), np.float32))[0].shape == (0, 20)
