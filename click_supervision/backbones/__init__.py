@@ -1,0 +1,1 @@
+"""Keras conv trunks and the sources of their pretrained weights."""

@@ -1,0 +1,121 @@
+"""Tests of the Keras EfficientNet-Lite0 and its conversion of the bundled PyTorch weights."""
+
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from click_supervision.backbones import efficientnet_lite
+from click_supervision.backbones import torch_pickle
+
+
+@pytest.fixture(scope='module')
+def state_dict():
+  return torch_pickle.load_legacy_state_dict(efficientnet_lite.weights_path())
+
+
+@pytest.fixture(scope='module')
+def classifier():
+  # Any input size, so that its stem can be checked on a small odd-sized input.
+  return efficientnet_lite.efficientnet_lite0_classifier(weights='imagenet',
+                                                         input_shape=(None, None, 3))
+
+
+def test_parameter_count_matches_the_weights_file(state_dict):
+  model = efficientnet_lite.efficientnet_lite0_classifier(weights=None)
+  # Trainable weights plus BN moving mean/variance; the file's numbers minus num_batches_tracked.
+  assert model.count_params() == efficientnet_lite.NUM_PARAMS == 4_694_024
+  in_file = sum(v.size for k, v in state_dict.items() if not k.endswith('num_batches_tracked'))
+  assert in_file == 4_694_024
+
+
+def test_conversion_uses_every_tensor_exactly_once(state_dict):
+  model = efficientnet_lite.efficientnet_lite0_classifier(weights=None)
+  converted = efficientnet_lite.keras_weights_from_state_dict(state_dict)
+  weighted = {layer.name: layer for layer in model.layers if layer.weights}
+  assert set(converted) == set(weighted)
+  for name, values in converted.items():
+    assert [v.shape for v in values] == [tuple(w.shape) for w in weighted[name].weights], name
+  assert sum(v.size for values in converted.values() for v in values) == 4_694_024
+  # BNs: stem, 2 in block 0 (no expand conv), 3 in each of the other 15 blocks, head.
+  assert len([k for k in state_dict if k.endswith('num_batches_tracked')]) == 1 + 2 + 15 * 3 + 1
+
+  with pytest.raises(ValueError, match='unused.*_blocks.99'):
+    efficientnet_lite.keras_weights_from_state_dict(
+        {**state_dict, '_blocks.99._bn0.weight': np.zeros(3, np.float32)})
+  missing = dict(state_dict)
+  del missing['_blocks.4._depthwise_conv.weight']
+  with pytest.raises(ValueError, match='missing.*_blocks.4._depthwise_conv'):
+    efficientnet_lite.keras_weights_from_state_dict(missing)
+
+
+def test_loaded_kernels_are_transposed(classifier, state_dict):
+  np.testing.assert_array_equal(classifier.get_layer('block2a_dwconv').get_weights()[0],
+                                state_dict['_blocks.1._depthwise_conv.weight'].transpose(2, 3, 0, 1))
+  np.testing.assert_array_equal(classifier.get_layer('predictions').get_weights()[0],
+                                state_dict['_fc.weight'].T)
+  np.testing.assert_array_equal(classifier.get_layer('block3b_expand_bn').get_weights()[3],
+                                state_dict['_blocks.4._bn0.running_var'])
+
+
+@pytest.mark.parametrize('output,stride,channels', [('block7', 32, 320), ('head', 32, 1280),
+                                                    ('block5', 16, 112),
+                                                    ('block6_expand', 16, 672)])
+def test_trunk_shapes_on_500x375(output, stride, channels):
+  trunk = efficientnet_lite.efficientnet_lite0_trunk(weights=None, output=output)
+  assert (trunk.feature_stride, trunk.feature_channels) == (stride, channels)
+  assert efficientnet_lite.TRUNK_OUTPUTS[output][1:] == (stride, channels)
+  features = trunk(np.zeros((1, 375, 500, 3), np.float32))
+  # 'same' padding at every stride-2 layer: each halving rounds up.
+  assert tuple(features.shape) == (1, math.ceil(375 / stride), math.ceil(500 / stride), channels)
+  assert features.dtype == 'float32'
+
+
+def test_stem_matches_numpy(classifier, state_dict):
+  """Rescaling + stem conv (TF 'same', stride 2) + BN + ReLU6 against a plain numpy version."""
+  rng = np.random.default_rng(0)
+  # Odd height (pad 1 top, 1 bottom) and even width (pad 0 left, 1 right) under TF 'same'.
+  image = rng.uniform(0, 255, (2, 17, 22, 3)).astype(np.float32)
+  stem = keras.Model(classifier.input, classifier.get_layer('stem_activation').output)
+  got = stem(image, training=False).numpy()
+
+  x = (image.astype(np.float64) - 127) / 128
+  kernel = state_dict['_conv_stem.weight'].astype(np.float64)  # OIHW [32, 3, 3, 3]
+  out_h, out_w = math.ceil(17 / 2), math.ceil(22 / 2)
+  pad_h = max((out_h - 1) * 2 + 3 - 17, 0)
+  pad_w = max((out_w - 1) * 2 + 3 - 22, 0)
+  x = np.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+  conv = np.zeros((2, out_h, out_w, 32))
+  for dy in range(3):
+    for dx in range(3):
+      patch = x[:, dy:dy + 2 * out_h:2, dx:dx + 2 * out_w:2, :]  # [B, out_h, out_w, 3]
+      conv += np.einsum('bhwi,oi->bhwo', patch, kernel[:, :, dy, dx])
+  bn = {k: state_dict[f'_bn0.{k}'].astype(np.float64)
+        for k in ('weight', 'bias', 'running_mean', 'running_var')}
+  want = (conv - bn['running_mean']) / np.sqrt(bn['running_var'] + 1e-3) * bn['weight'] + bn['bias']
+  want = np.clip(want, 0, 6)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_real_photos_are_classified(classifier, voc_dev_root):
+  # VOC 2007 trainval photos with one large, untruncated object (plain resize to 224x224, no crop):
+  # 007513 a train (ImageNet 820 steam locomotive, 547 electric locomotive, 565 freight car,
+  # 705 passenger car), 000122 a cat (281-285 are the domestic cats).
+  photos = {'007513': {820, 547, 565, 705}, '000122': {281, 282, 283, 284, 285}}
+  images = []
+  for image_id in photos:
+    path = os.path.join(voc_dev_root, 'JPEGImages', f'{image_id}.jpg')
+    if not os.path.exists(path):
+      pytest.skip(f'{path} not in this VOC sample')
+    with Image.open(path) as im:
+      images.append(np.asarray(im.convert('RGB').resize((224, 224), Image.BILINEAR), np.float32))
+  logits = classifier(np.stack(images), training=False).numpy()
+  assert logits.shape == (2, 1000)
+  for (image_id, classes), row in zip(photos.items(), logits):
+    top5 = set(np.argsort(-row)[:5].tolist())
+    assert top5 & classes, f'{image_id}: top-5 {sorted(top5)} misses {sorted(classes)}'
+  assert np.argmax(logits[0]) == 820  # The train is a steam locomotive.
