@@ -1,10 +1,13 @@
 """RoI features: one trunk forward pass per image, then RoI pooling of every proposal.
 
 The same `RoiPooling` layer serves the detector later. Coordinates: boxes arrive in image pixels
-(`click_supervision.boxes` convention); the trunk's feature cell `i` covers image pixels
-`[i * stride, (i + 1) * stride)` (TF 'same' padding puts any padding at the bottom/right), so its
-center is at pixel `(i + 0.5) * stride` and pixel coordinate `y` is feature coordinate
-`y / stride - 0.5`, measured in cells from the first cell's center.
+(`click_supervision.boxes` convention). Feature cell `i` of a trunk with stride `s` is centered on
+image pixel coordinate `(i + 0.5) * s + offset`, where the trunk declares `feature_offset`: TF
+'same' padding of a stride-2 convolution on an even-sized input puts the extra padding row at the
+bottom, which moves the receptive field center by +0.5 input pixel, so EfficientNet's five
+stride-2 layers give offset 0.5 * (1 + 2 + 4 + 8 + 16) = 15.5 px, while VGG's 2x2 max pools give
+0. That holds when every layer sees an even size, so `FeatureExtractor` pads each image at the
+bottom/right to a multiple of the stride (replicating the border) before the trunk.
 """
 
 import time
@@ -26,6 +29,13 @@ class RoiPooling(keras.layers.Layer):
   are converted here). Samples between the outer cell centers and the image border take the
   border cell's value; samples further outside the feature map are 0.
 
+  Args:
+    stride: int, image pixels per feature cell.
+    offset: float, pixels; feature cell `i` is centered on pixel `(i + 0.5) * stride + offset`
+      (module docstring).
+    pool_size: output grid side.
+    samples_per_bin: bilinear samples per bin side.
+
   Call args:
     feature_maps: float [B, h, w, C], the trunk output.
     boxes: float32 [N, 4], `[ymin, xmin, ymax, xmax]` in pixels of the image the trunk saw.
@@ -34,9 +44,10 @@ class RoiPooling(keras.layers.Layer):
     float32 [N, pool_size, pool_size, C].
   """
 
-  def __init__(self, stride, pool_size=2, samples_per_bin=2, **kwargs):
+  def __init__(self, stride, offset=0.0, pool_size=2, samples_per_bin=2, **kwargs):
     super().__init__(**kwargs)
     self.stride = int(stride)
+    self.offset = float(offset)
     self.pool_size = int(pool_size)
     self.samples_per_bin = int(samples_per_bin)
 
@@ -50,7 +61,7 @@ class RoiPooling(keras.layers.Layer):
     width = tf.cast(tf.shape(feature_maps)[2], tf.float32)
     samples = self.pool_size * self.samples_per_bin
     # Pixel -> feature coordinate (cells from the first cell's center), +1 for the padding.
-    cells = tf.cast(boxes, tf.float32) / self.stride - 0.5 + 1.0
+    cells = (tf.cast(boxes, tf.float32) - self.offset) / self.stride - 0.5 + 1.0
     # Sample at sub-bin centers: the first and last samples sit half a step inside the box.
     step_y = (cells[:, 2] - cells[:, 0]) / samples
     step_x = (cells[:, 3] - cells[:, 1]) / samples
@@ -68,7 +79,7 @@ class RoiPooling(keras.layers.Layer):
 
   def get_config(self):
     config = super().get_config()
-    config.update({'stride': self.stride, 'pool_size': self.pool_size,
+    config.update({'stride': self.stride, 'offset': self.offset, 'pool_size': self.pool_size,
                    'samples_per_bin': self.samples_per_bin})
     return config
 
@@ -88,8 +99,9 @@ class FeatureExtractor:
   """Computes fixed-length RoI features for the proposals of one image at a time.
 
   Args:
-    trunk: keras.Model mapping float32 [B, H, W, 3] RGB 0-255 to a feature map; must have an int
-      attribute `stride` (pixels per feature cell).
+    trunk: keras.Model mapping float32 [B, H, W, 3] RGB 0-255 to a feature map, with attributes
+      `feature_stride` (int pixels per feature cell) and `feature_offset` (float pixels, module
+      docstring), as `backbones.build_trunk` gives.
     pool_size: RoI grid side; the feature length is `pool_size**2 * channels`.
     short_side: the image is resized so its short side has this many pixels before the trunk
       (None: native size); boxes are scaled the same way.
@@ -103,7 +115,9 @@ class FeatureExtractor:
     self.short_side = short_side
     self.max_long_side = max_long_side
     self.max_rois_per_call = max_rois_per_call
-    self.roi_pooling = RoiPooling(stride=trunk.stride, pool_size=pool_size)
+    self.stride = trunk.feature_stride
+    self.roi_pooling = RoiPooling(stride=trunk.feature_stride, offset=trunk.feature_offset,
+                                  pool_size=pool_size)
     # One trace for every image size: spatial dimensions are dynamic.
     self._forward = tf.function(
         lambda images: trunk(images, training=False),
@@ -134,6 +148,11 @@ class FeatureExtractor:
       factors = np.array([size[0] / height, size[1] / width] * 2, np.float32)
     else:
       factors = np.ones(4, np.float32)
+    # Pad bottom/right to a multiple of the stride (module docstring); boxes are unaffected.
+    pad_h = -pixels.shape[1] % self.stride
+    pad_w = -pixels.shape[2] % self.stride
+    if pad_h or pad_w:
+      pixels = _pad_replicate(pixels, pad_h, pad_w)
     start = time.perf_counter()
     maps = self._forward(pixels)
     maps.numpy()  # Wait for the trunk before timing the pooling.
@@ -153,3 +172,12 @@ class FeatureExtractor:
   def features_of_file(self, path, boxes):
     """`__call__` on an image file read with `images.load_image`."""
     return self(images_lib.load_image(path), boxes)
+
+
+def _pad_replicate(images, pad_h, pad_w):
+  """Pads [B, H, W, C] at the bottom/right by repeating the last row/column."""
+  if pad_h:
+    images = tf.concat([images, tf.repeat(images[:, -1:], pad_h, axis=1)], axis=1)
+  if pad_w:
+    images = tf.concat([images, tf.repeat(images[:, :, -1:], pad_w, axis=2)], axis=2)
+  return images

@@ -70,9 +70,21 @@ def test_roi_pooling_cell_aligned_box_gives_cell_values():
 
 
 def test_roi_pooling_config_round_trip():
-  layer = features.RoiPooling(stride=32, pool_size=3, samples_per_bin=1, name='roi')
+  layer = features.RoiPooling(stride=32, offset=15.5, pool_size=3, samples_per_bin=1, name='roi')
   clone = features.RoiPooling.from_config(layer.get_config())
-  assert (clone.stride, clone.pool_size, clone.samples_per_bin, clone.name) == (32, 3, 1, 'roi')
+  assert (clone.stride, clone.offset, clone.pool_size, clone.samples_per_bin, clone.name) == (
+      32, 15.5, 3, 1, 'roi')
+
+
+def test_roi_pooling_offset_shifts_the_grid():
+  # With offset 8 px at stride 8, cell i is centered on pixel 8i + 12 instead of 8i + 4 (on both
+  # axes): a box shifted by 8 px down and right with offset 8 pools exactly what the unshifted
+  # box pools with offset 0.
+  maps = np.random.default_rng(2).normal(size=(1, 4, 6, 2)).astype(np.float32)
+  box, index = np.array([[3, 5, 20, 30]], np.float32), np.zeros(1, np.int32)
+  plain = features.RoiPooling(stride=8)(maps, box, index)
+  shifted = features.RoiPooling(stride=8, offset=8.0)(maps, box + 8, index)
+  np.testing.assert_allclose(plain, shifted, atol=1e-5)
 
 
 def tiny_trunk(stride=4, channels=5):
@@ -81,7 +93,8 @@ def tiny_trunk(stride=4, channels=5):
                                 kernel_initializer=keras.initializers.GlorotUniform(seed=1))(
                                     inputs / 255.0)
   model = keras.Model(inputs, outputs)
-  model.stride = stride
+  model.feature_stride = stride
+  model.feature_offset = 0.0
   return model
 
 
@@ -102,11 +115,13 @@ def test_extractor_shapes_and_scaling_consistency():
   assert feats.shape == (3, 2 * 2 * 5) and feats.dtype == np.float32
   assert set(timings) == {'trunk', 'pooling'}
   # The same image 2x larger with boxes 2x larger, at native size, equals the extractor that
-  # upsamples by 2 itself.
+  # upsamples by 2 itself (short side 30 -> 60).
   upsampled = features.FeatureExtractor(trunk, pool_size=2, short_side=60)
   big = tf.image.resize(image[None].astype(np.float32), [60, 82]).numpy()[0]
   direct = native.__class__(trunk, short_side=None)
-  direct_feats = direct._pool(direct._forward(big[None]), boxes * [2, 82 / 41, 2, 82 / 41])
+  # 82 columns are padded to 84 (a multiple of the stride 4) by repeating the last column.
+  padded = features._pad_replicate(tf.constant(big[None]), 0, 2)
+  direct_feats = direct._pool(direct._forward(padded), boxes * [2, 82 / 41, 2, 82 / 41])
   np.testing.assert_allclose(upsampled(image, boxes)[0], direct_feats.numpy(), rtol=1e-4,
                              atol=1e-4)
 
@@ -118,3 +133,31 @@ def test_extractor_many_rois_in_chunks_and_no_rois():
   chunked = features.FeatureExtractor(trunk, short_side=None, max_rois_per_call=3)
   assert chunked(image, boxes)[0].shape == (10, 20)
   assert chunked(image, np.zeros((0, 4), np.float32))[0].shape == (0, 20)
+
+
+def test_pad_replicate():
+  images = tf.constant(np.arange(6, dtype=np.float32).reshape(1, 2, 3, 1))
+  padded = features._pad_replicate(images, 1, 2).numpy()[0, :, :, 0]
+  np.testing.assert_array_equal(padded, [[0, 1, 2, 2, 2], [3, 4, 5, 5, 5], [3, 4, 5, 5, 5]])
+
+
+def receptive_field_center(trunk, size, cell):
+  """Image pixel (y, x) where the gradient of one output cell is centered (|grad| centroid)."""
+  image = tf.Variable(np.random.default_rng(0).uniform(0, 255, (1, size, size, 3)), dtype=tf.float32)
+  with tf.GradientTape() as tape:
+    value = tf.reduce_sum(trunk(image)[0, cell[0], cell[1], :] ** 2)
+  weight = np.abs(tape.gradient(value, image).numpy()[0]).sum(-1)
+  rows, cols = np.mgrid[0:size, 0:size] + 0.5  # Pixel centers in the continuous frame.
+  return (weight * rows).sum() / weight.sum(), (weight * cols).sum() / weight.sum()
+
+
+def test_efficientnet_feature_offset_matches_its_receptive_fields():
+  from click_supervision.backbones import efficientnet_lite  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  trunk = efficientnet_lite.efficientnet_lite0_trunk(weights=None)
+  assert (trunk.feature_stride, trunk.feature_offset) == (32, 15.5)
+  # Random weights have no preferred direction, so the gradient centroid sits at the geometric
+  # receptive-field center: (i + 0.5) * 32 + 15.5 = 127.5, 159.5 for cell (3, 4); without the
+  # offset it would be 112, 144. Measured about (131, 158).
+  y, x = receptive_field_center(trunk, 256, (3, 4))
+  assert abs(y - 127.5) < 6 and abs(x - 159.5) < 6, (y, x)

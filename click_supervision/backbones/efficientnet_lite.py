@@ -149,7 +149,8 @@ def efficientnet_lite0(weights='imagenet', include_top=True, output='block7', in
     keras.Model taking float32 [B, H, W, 3] RGB in [0, 255]. With the top it returns float32
     logits [B, 1000] (ImageNet class indices; softmax not applied). Without it returns float32
     [B, ceil(H / stride), ceil(W / stride), channels]. The model carries attributes
-    `feature_stride` (int pixels, or None with the top), `feature_channels` (int) and
+    `feature_stride` (int pixels, or None with the top), `feature_offset` (float pixels: feature
+    cell i is centered on image pixel (i + 0.5) * stride + offset), `feature_channels` (int) and
     `feature_output` (str).
   """
   if include_top:
@@ -208,8 +209,14 @@ def efficientnet_lite0(weights='imagenet', include_top=True, output='block7', in
   model = keras.Model(inputs, features, name=name)
   if include_top:
     model.feature_stride, model.feature_channels = None, NUM_CLASSES
+    model.feature_offset = None
   else:
     _, model.feature_stride, model.feature_channels = TRUNK_OUTPUTS[output]
+    # Each stride-2 'same' conv on an even-sized input pads one more row at the bottom than at
+    # the top, moving receptive-field centers by +0.5 input pixel: over strides 1, 2, 4, ...,
+    # stride / 2 that adds up to (stride - 1) / 2 image pixels (see click_supervision.features;
+    # exact when the input sides are multiples of the stride).
+    model.feature_offset = (model.feature_stride - 1) / 2
   model.feature_output = output
 
   if weights is not None:
