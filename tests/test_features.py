@@ -161,3 +161,15 @@ def test_efficientnet_feature_offset_matches_its_receptive_fields():
   # offset it would be 112, 144. Measured about (131, 158).
   y, x = receptive_field_center(trunk, 256, (3, 4))
   assert abs(y - 127.5) < 6 and abs(x - 159.5) < 6, (y, x)
+
+
+@pytest.mark.parametrize('name', ['vgg16', 'alexnet'])
+def test_other_trunks_feature_offsets_match_their_receptive_fields(name):
+  from click_supervision.backbones import alexnet, vgg16  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  trunk = (vgg16.vgg16_trunk(weights=None) if name == 'vgg16' else
+           alexnet.alexnet_trunk(weights=None))
+  # Cell (5, 6) at stride 16: (i + 0.5) * 16 + offset.
+  expected = (5.5 * 16 + trunk.feature_offset, 6.5 * 16 + trunk.feature_offset)
+  y, x = receptive_field_center(trunk, 192, (5, 6))
+  assert abs(y - expected[0]) < 3 and abs(x - expected[1]) < 3, (name, y, x, expected)
