@@ -24,6 +24,8 @@ import tqdm
 from click_supervision import clicks as clicks_lib
 from click_supervision import config as config_lib
 from click_supervision import datasets
+from click_supervision import precompute
+from click_supervision import proposals as proposals_lib
 from click_supervision.datasets import images as images_lib
 from click_supervision.datasets import records as records_lib
 from click_supervision.errors import UserError
@@ -34,6 +36,14 @@ def log(message):
   print(message, flush=True)
 
 
+def flag(holder):
+  """A flag's value, or the `--preset`'s value for it when the flag was not given."""
+  preset = config_lib.PRESETS.get(mil_flags.PRESET.value, {})
+  if not holder.present and holder.name in preset:
+    return preset[holder.name]
+  return holder.value
+
+
 def config_from_flags():
   """Reads the absl flags once into a `Config` (the only place flags are read)."""
   stages = tuple(s.strip() for s in mil_flags.STAGES.value if s.strip())
@@ -42,7 +52,7 @@ def config_from_flags():
     raise UserError(f'--stages: unknown stage {unknown[0]!r}; stages are '
                     f'{",".join(config_lib.STAGES)}')
   data = config_lib.DataConfig(
-      dataset=mil_flags.DATASET.value, split=mil_flags.SPLIT.value,
+      dataset=flag(mil_flags.DATASET), split=mil_flags.SPLIT.value,
       cache_dir=os.path.abspath(mil_flags.CACHE_DIR.value or config_lib.default_cache_dir()),
       skip_bad_records=mil_flags.SKIP_BAD_RECORDS.value,
       tfds_data_dir=mil_flags.TFDS_DATA_DIR.value, tfds_download=mil_flags.TFDS_DOWNLOAD.value)
@@ -52,11 +62,23 @@ def config_from_flags():
       seed=mil_flags.SEED.value, use_flagged=mil_flags.USE_FLAGGED_CLICKS.value,
       seconds_per_click=mil_flags.SECONDS_PER_CLICK.value,
       seconds_per_box=mil_flags.SECONDS_PER_BOX.value)
+  if mil_flags.SHARD_INDEX.value >= mil_flags.NUM_SHARDS.value:
+    raise UserError(f'--shard_index={mil_flags.SHARD_INDEX.value} must be smaller than '
+                    f'--num_shards={mil_flags.NUM_SHARDS.value}')
+  proposal_config = proposals_lib.ProposalConfig(
+      method=mil_flags.PROPOSALS.value, max_boxes=flag(mil_flags.MAX_PROPOSALS),
+      edge_source=mil_flags.SED_MODEL.value or 'hed')
+  feature_config = precompute.FeatureConfig(
+      trunk=mil_flags.TRUNK.value, weights=mil_flags.WEIGHTS.value,
+      short_side=flag(mil_flags.FEATURE_SHORT_SIDE))
   workdir = mil_flags.WORKDIR.value or os.path.join(
       'runs', f'{datasets.dataset_slug(data.dataset)}_{data.split}_clicks{click_config.num_clicks}'
       f'_seed{click_config.seed}')
-  return config_lib.Config(data=data, clicks=click_config, workdir=os.path.abspath(workdir),
-                           stages=tuple(s for s in config_lib.STAGES if s in stages))
+  return config_lib.Config(data=data, clicks=click_config, proposals=proposal_config,
+                           features=feature_config, workdir=os.path.abspath(workdir),
+                           stages=tuple(s for s in config_lib.STAGES if s in stages),
+                           num_workers=mil_flags.NUM_SHARDS.value,
+                           worker_index=mil_flags.SHARD_INDEX.value)
 
 
 def write_json(path, obj):
@@ -186,9 +208,42 @@ def run(config):
         f'({config.clicks.source}); annotation time {click_info["annotation_hours"]:.3f} h '
         f'(boxes would take {click_info["annotation_hours_full_supervision"]:.3f} h)')
 
-  results['status'] = 'complete'
+  # --- proposals and features: cached in --cache_dir, shared by runs, split over workers. ---
+  workers = dict(num_workers=config.num_workers, worker_index=config.worker_index, log=log)
+  proposals = None
+  if 'proposals' in config.stages or 'features' in config.stages:
+    start = time.time()
+    proposals, info = precompute.compute_proposals(dataset, config.proposals,
+                                                   config.data.cache_dir, **workers)
+    results['timings_s']['proposals'] = round(time.time() - start, 3)
+    results['proposals'] = dict(info, cache=proposals.dir, method=config.proposals.method)
+  if 'features' in config.stages and _all_shards_done(proposals, config, results, 'proposals'):
+    start = time.time()
+    features, info = precompute.compute_features(dataset, config.features, proposals,
+                                                 config.data.cache_dir, **workers)
+    results['timings_s']['features'] = round(time.time() - start, 3)
+    results['features'] = dict(info, cache=features.dir)
+    _all_shards_done(features, config, results, 'features')
+  results['trunk'] = config.features.trunk
+  results['weights'] = config.features.weights
+
+  if results['status'] == 'running':
+    results['status'] = 'complete'
   write_json(results_path, results)
   return results_path
+
+
+def _all_shards_done(cache, config, results, stage):
+  """True when every shard of `cache` is done; else notes in `results` that other workers
+  (--num_shards) still owe shards, so later stages wait for them."""
+  missing = cache.missing_shards()
+  if not missing:
+    return True
+  results['status'] = f'waiting for other workers: {len(missing)} {stage} shards missing'
+  log(f'{stage}: worker {config.worker_index} of {config.num_workers} is done; '
+      f'{len(missing)} shards are left to the other workers (rerun without --num_shards '
+      f'afterwards to continue)')
+  return False
 
 
 def main(argv):

@@ -8,9 +8,11 @@ import dataclasses
 import os
 
 from click_supervision import clicks as clicks_lib
+from click_supervision import precompute
+from click_supervision import proposals as proposals_lib
 
-# Stages in the order they run; later issues add proposals, features, mil, ...
-STAGES = ('data', 'clicks')
+# Stages in the order they run; later issues add mil, deep_mil, detector, report.
+STAGES = ('data', 'clicks', 'proposals', 'features')
 
 
 def default_cache_dir():
@@ -74,14 +76,33 @@ class Config:
   Attributes:
     data: DataConfig.
     clicks: ClickConfig.
+    proposals: `proposals.ProposalConfig`.
+    features: `precompute.FeatureConfig`.
     workdir: output folder of this run (results.json, data_summary.json, clicks, logs).
     stages: tuple of stage names to run, a subset of STAGES, run in STAGES order.
+    num_workers, worker_index: this process computes every `num_workers`-th shard of the cached
+      stages, starting at `worker_index` (`--num_shards`, `--shard_index`).
   """
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   clicks: ClickConfig = dataclasses.field(default_factory=ClickConfig)
+  proposals: proposals_lib.ProposalConfig = dataclasses.field(
+      default_factory=proposals_lib.ProposalConfig)
+  features: precompute.FeatureConfig = dataclasses.field(default_factory=precompute.FeatureConfig)
   workdir: str = ''
   stages: tuple = STAGES
+  num_workers: int = 1
+  worker_index: int = 0
 
   def to_dict(self):
     return dataclasses.asdict(self)
 
+
+
+# Presets: flag name -> value, applied where the flag is not given explicitly.
+PRESETS = {
+    'smoke': {
+        'dataset': 'synthetic:smoke',
+        'max_proposals': 200,
+        'feature_short_side': 0,
+    },
+}

@@ -3,13 +3,22 @@ to `click_supervision.config.Config`)."""
 
 from absl import flags
 
+from click_supervision import backbones
 from click_supervision import clicks as clicks_lib
 from click_supervision import config as config_lib
 from click_supervision import datasets
+from click_supervision import precompute
+from click_supervision import proposals
+
+_PROPOSALS = proposals.ProposalConfig
+_FEATURES = precompute.FeatureConfig
 
 _DATA = config_lib.DataConfig
 _CLICKS = config_lib.ClickConfig
 
+PRESET = flags.DEFINE_enum('preset', None, sorted(config_lib.PRESETS), 'Start from a preset: '
+                           '"smoke" shrinks every stage (tiny synthetic set, few proposals, native '
+                           'image size) so the whole driver runs in seconds; explicit flags win.')
 DATASET = flags.DEFINE_string('dataset', _DATA.dataset, f'Data source: {datasets.DATASET_HELP}.')
 SPLIT = flags.DEFINE_string('split', _DATA.split, 'Split: trainval, train, val or test (ignored by '
                             'coco:JSON, whose file is the split).')
@@ -41,3 +50,21 @@ SECONDS_PER_CLICK = flags.DEFINE_float('seconds_per_click', _CLICKS.seconds_per_
                                        'Annotation time of one center click (s).')
 SECONDS_PER_BOX = flags.DEFINE_float('seconds_per_box', _CLICKS.seconds_per_box,
                                      'Annotation time of one drawn box (s).')
+
+PROPOSALS = flags.DEFINE_string('proposals', _PROPOSALS.method, 'edge_boxes, selective_search, or '
+                                'the path of a proposals file (.jsonl or .npz, see README).')
+MAX_PROPOSALS = flags.DEFINE_integer('max_proposals', _PROPOSALS.max_boxes,
+                                     'Proposals kept per image (highest objectness).', lower_bound=1)
+SED_MODEL = flags.DEFINE_string('sed_model', None, "OpenCV Structured Edge Detection model "
+                                "(model.yml.gz) to use instead of HED edges, as the paper did.")
+TRUNK = flags.DEFINE_enum('trunk', _FEATURES.trunk, sorted(backbones.TRUNKS),
+                          'Conv trunk for RoI features.')
+WEIGHTS = flags.DEFINE_string('weights', _FEATURES.weights, 'Trunk weights: imagenet, hed, none or '
+                              'a file (which ones a trunk takes: README).')
+FEATURE_SHORT_SIDE = flags.DEFINE_integer('feature_short_side', _FEATURES.short_side,
+                                          'Image short side (pixels) for the trunk; 0 = native.',
+                                          lower_bound=0)
+NUM_SHARDS = flags.DEFINE_integer('num_shards', 1, 'Split the cached stages (proposals, features) '
+                                  'over this many workers ...', lower_bound=1)
+SHARD_INDEX = flags.DEFINE_integer('shard_index', 0, '... of which this process is number '
+                                   'shard_index (0-based).', lower_bound=0)

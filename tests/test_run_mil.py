@@ -88,11 +88,12 @@ def test_clicks_stage_writes_and_counts_clicks(voc_dev_root, tmp_path):
 def test_click_file_round_trip_through_driver(voc_dev_root, tmp_path):
   first = tmp_path / 'first'
   code, _ = run_driver(f'--dataset=voc:{voc_dev_root}', f'--workdir={first}',
-                       cache_dir=tmp_path / 'cache')
+                       '--stages=data,clicks', cache_dir=tmp_path / 'cache')
   assert code == 0
   second = tmp_path / 'second'
   code, lines = run_driver(f'--dataset=voc:{voc_dev_root}', f'--workdir={second}',
                            f'--click_source={first / "clicks_simulated.jsonl"}',
+                           '--stages=data,clicks',
                            cache_dir=tmp_path / 'cache')
   assert code == 0, lines
   results = json.loads((second / 'results.json').read_text())
@@ -108,7 +109,7 @@ def test_truncated_jpeg_is_one_clear_line(voc_dev_root, tmp_path):
                      '000077.jpg', 'truncated')
   # With --skip_bad_records the image is counted and logged instead.
   code, lines = run_driver(f'--dataset=voc:{root}', f'--workdir={tmp_path / "w"}',
-                           '--skip_bad_records', cache_dir=tmp_path / 'c')
+                           '--skip_bad_records', '--stages=data', cache_dir=tmp_path / 'c')
   assert code == 0, lines
   summary = json.loads((tmp_path / 'w' / 'data_summary.json').read_text())
   assert summary['num_images'] == 3 and summary['num_skipped'] == 1
@@ -152,6 +153,7 @@ def test_bad_flag_values_are_clear(tmp_path):
                      "unknown stage 'bogus'")
 
 
+@pytest.mark.slow
 def test_default_run_with_no_flags(tmp_path):
   # As a new user runs it: no flags at all; the cache comes from the environment and the default
   # workdir lands under the current folder.
@@ -167,3 +169,44 @@ def test_default_run_with_no_flags(tmp_path):
   assert results['dataset'] == 'synthetic' and results['num_images'] == 240
   assert results['click_stats']['num_clicks'] == 2 * results['num_pairs']
   assert any(line.startswith('synthetic: generated 360 images') for line in lines)
+  assert results['status'] == 'complete'
+  assert results['proposals']['images_computed'] == 240
+  assert results['features']['images_computed'] == 240
+
+
+def test_smoke_preset_runs_every_stage_and_reuses_the_cache(tmp_path):
+  cache = tmp_path / 'cache'
+  code, lines = run_driver('--preset=smoke', f'--workdir={tmp_path / "a"}', cache_dir=cache)
+  assert code == 0, lines
+  first = json.loads((tmp_path / 'a' / 'results.json').read_text())
+  assert first['status'] == 'complete' and first['dataset'] == 'synthetic:smoke'
+  assert first['proposals']['images_computed'] == first['num_images'] == 12
+  assert first['features']['images_computed'] == 12
+  assert (first['trunk'], first['weights']) == ('efficientnet_lite0', 'imagenet')
+  assert set(first['timings_s']) == {'data', 'clicks', 'proposals', 'features'}
+  # Another click setting shares the cached proposals and features.
+  code, lines = run_driver('--preset=smoke', '--clicks=0', f'--workdir={tmp_path / "b"}',
+                           cache_dir=cache)
+  assert code == 0, lines
+  second = json.loads((tmp_path / 'b' / 'results.json').read_text())
+  assert second['proposals']['images_computed'] == 0 and second['features']['images_computed'] == 0
+  assert second['features']['cache'] == first['features']['cache']
+  assert second['annotation_hours'] == 0
+
+
+def test_workers_split_the_cached_stages(tmp_path):
+  cache = tmp_path / 'cache'
+  # 12 images make one proposals shard, owned by worker 0: worker 1 has nothing to do and says
+  # it waits for the others.
+  code, lines = run_driver('--preset=smoke', '--num_shards=2', '--shard_index=1',
+                           f'--workdir={tmp_path / "w1"}', cache_dir=cache)
+  assert code == 0, lines
+  results = json.loads((tmp_path / 'w1' / 'results.json').read_text())
+  assert results['status'] == 'waiting for other workers: 1 proposals shards missing'
+  assert any('shards are left to the other workers' in line for line in lines)
+  code, lines = run_driver('--preset=smoke', '--num_shards=2', '--shard_index=0',
+                           f'--workdir={tmp_path / "w0"}', cache_dir=cache)
+  results = json.loads((tmp_path / 'w0' / 'results.json').read_text())
+  assert code == 0 and results['status'] == 'complete', lines
+  expect_clean_error(['--preset=smoke', '--num_shards=2', '--shard_index=2'], cache,
+                     '--shard_index=2 must be smaller than --num_shards=2')

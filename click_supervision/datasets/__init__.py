@@ -2,6 +2,7 @@
 
 `load_dataset` reads the `--dataset` value:
   synthetic                              the embedded default (generated into the cache folder)
+  synthetic:smoke                        a 20-image version for tests (`--preset=smoke`)
   voc:PATH                               a VOCdevkit year folder (Annotations/, JPEGImages/, ...)
   coco:ANNOTATIONS_JSON[:IMAGES_DIR]     a COCO instances JSON and its image folder
   voc2007, coco2017                      the TFDS builders `voc/2007` and `coco/2017`
@@ -12,7 +13,8 @@ import os
 from click_supervision.datasets import records
 from click_supervision.errors import UserError
 
-DATASET_HELP = ('synthetic | voc:PATH | coco:ANNOTATIONS_JSON[:IMAGES_DIR] | voc2007 | coco2017')
+DATASET_HELP = ('synthetic | synthetic:smoke | voc:PATH | coco:ANNOTATIONS_JSON[:IMAGES_DIR] | '
+                'voc2007 | coco2017')
 
 
 def load_dataset(spec, split, cache_dir, skip_bad_records=False, tfds_data_dir=None,
@@ -33,11 +35,13 @@ def load_dataset(spec, split, cache_dir, skip_bad_records=False, tfds_data_dir=N
   Raises:
     UserError (DataError for a bad file) with a message that says what to do.
   """
-  if spec == 'synthetic':
-    from click_supervision.datasets import synthetic  # pylint: disable=g-import-not-at-top
-    root = synthetic.ensure_synthetic(cache_dir, log=log)
-    from click_supervision.datasets import voc  # pylint: disable=g-import-not-at-top
-    return voc.load_voc(root, split, name='synthetic', skip_bad_records=skip_bad_records, log=log)
+  if spec in ('synthetic', 'synthetic:smoke'):
+    # pylint: disable=g-import-not-at-top
+    from click_supervision.datasets import synthetic
+    from click_supervision.datasets import voc
+    config = synthetic.SyntheticConfig.smoke() if spec.endswith(':smoke') else None
+    root = synthetic.ensure_synthetic(cache_dir, log=log, config=config)
+    return voc.load_voc(root, split, name=spec, skip_bad_records=skip_bad_records, log=log)
   if spec.startswith('voc:'):
     from click_supervision.datasets import voc  # pylint: disable=g-import-not-at-top
     return voc.load_voc(os.path.expanduser(spec[len('voc:'):]), split,

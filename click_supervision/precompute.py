@@ -1,0 +1,177 @@
+"""The cached per-image stages: proposals and RoI features, filled shard by shard.
+
+Both stages write a `cache.ShardedCache` under `--cache_dir`, so runs that differ only in click
+settings share them, a killed run resumes at the first unfinished shard, and `num_workers` /
+`worker_index` (`--num_shards` / `--shard_index`) let several machines or array jobs split the
+shards. Per image the caches hold:
+
+  proposals: boxes float32 [P, 4] pixels (`boxes` convention), scores float32 [P] (objectness O,
+             descending).
+  features:  features float16 [P, D], one row per proposal, in the proposals' order.
+"""
+
+import collections
+import dataclasses
+import time
+
+import numpy as np
+import tqdm
+
+from click_supervision import cache as cache_lib
+from click_supervision.datasets import images as images_lib
+
+# Bump when the code that fills a cache changes its result; part of the cache keys.
+PROPOSALS_VERSION = 1
+FEATURES_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+  """How RoI features are computed.
+
+  Attributes:
+    trunk: `backbones.TRUNKS` name.
+    weights: `imagenet`, `hed`, `none` or a file, as the trunk allows.
+    short_side: images are resized so their short side has this many pixels before the trunk
+      (0 keeps the original size); the linear probe (BUILD_NOTES) chose 600.
+    max_long_side: cap on the resized long side.
+    pool_size: RoI grid side; feature length = pool_size**2 x trunk channels.
+    images_per_shard: images per cache shard (a shard is held in memory while written).
+  """
+  trunk: str = 'efficientnet_lite0'
+  weights: str = 'imagenet'
+  short_side: int = 600
+  max_long_side: int = 1000
+  pool_size: int = 2
+  images_per_shard: int = 16
+
+
+def image_files(dataset):
+  return [(r['image_id'], r['path']) for r in dataset.records]
+
+
+def proposals_cache(dataset, proposal_config, cache_dir, images_per_shard=64):
+  """The `ShardedCache` holding `dataset`'s proposals under `proposal_config`."""
+  params = dict(proposal_config.cache_params(), version=PROPOSALS_VERSION)
+  return cache_lib.ShardedCache(cache_dir, 'proposals', params, image_files(dataset),
+                                images_per_shard)
+
+
+def features_cache(dataset, feature_config, proposals, cache_dir):
+  """The `ShardedCache` holding RoI features of the proposals in cache `proposals`."""
+  params = dict(dataclasses.asdict(feature_config), proposals_key=proposals.key,
+                version=FEATURES_VERSION)
+  params.pop('images_per_shard')  # Passed separately; ShardedCache adds it to the key.
+  return cache_lib.ShardedCache(cache_dir, 'features', params, image_files(dataset),
+                                feature_config.images_per_shard)
+
+
+def _fill(cache, compute_image, records_by_id, num_workers, worker_index, desc, log):
+  """Computes this worker's missing shards; returns (images done now, summed timings)."""
+  missing = cache.missing_shards(num_workers, worker_index)
+  todo = sum(len(cache.shard_image_ids(s)) for s in missing)
+  done = len(cache.image_ids) - todo if num_workers == 1 else None
+  timings = collections.Counter()
+  if not missing:
+    log(f'{desc}: all shards of this worker cached in {cache.dir}')
+    return 0, timings
+  log(f'{desc}: {len(missing)} of {cache.num_shards} shards to compute ({todo} images'
+      + (f', {done} cached' if done else '') + f') in {cache.dir}')
+  start = time.time()
+  with tqdm.tqdm(total=todo, desc=desc, unit='img', mininterval=2.0) as bar:
+    for shard in missing:
+      per_image = {}
+      for image_id in cache.shard_image_ids(shard):
+        per_image[image_id], image_timings = compute_image(records_by_id[image_id])
+        timings.update(image_timings)
+        bar.update(1)
+      cache.write_shard(shard, per_image)
+  elapsed = time.time() - start
+  parts = ', '.join(f'{k} {v / todo:.3f}' for k, v in sorted(timings.items()))
+  log(f'{desc}: {todo} images in {elapsed:.1f} s ({todo / elapsed:.2f} img/s; s/img: {parts})')
+  return todo, timings
+
+
+def compute_proposals(dataset, proposal_config, cache_dir, num_workers=1, worker_index=0,
+                      log=print, generator=None, images_per_shard=64):
+  """Fills the proposals cache for this worker's shards.
+
+  Args:
+    dataset: `records.Dataset`.
+    proposal_config: `proposals.ProposalConfig`.
+    cache_dir: the shared cache folder.
+    num_workers, worker_index: this worker's slice of the shards.
+    log: callable taking one str.
+    generator: optional `proposals.ProposalGenerator` to use (default: built from the config).
+    images_per_shard: proposal cache shard size.
+  Returns:
+    (cache, info): the `ShardedCache` and a dict with `images_computed` and per-part
+    `sec_per_image`.
+  """
+  from click_supervision import proposals as proposals_lib  # pylint: disable=g-import-not-at-top
+  cache = proposals_cache(dataset, proposal_config, cache_dir, images_per_shard)
+  generator = generator or proposals_lib.ProposalGenerator(proposal_config)
+  if generator.precomputed is not None:
+    generator.precomputed.check_records(dataset.records)
+
+  def compute_image(record):
+    boxes, scores, timings = generator(images_lib.load_image(record['path']), record['image_id'])
+    return {'boxes': boxes.astype(np.float32), 'scores': scores.astype(np.float32)}, timings
+
+  count, timings = _fill(cache, compute_image, dataset.by_id(), num_workers, worker_index,
+                         'proposals', log)
+  return cache, {'images_computed': count,
+                 'sec_per_image': {k: v / count for k, v in timings.items()} if count else {}}
+
+
+def compute_features(dataset, feature_config, proposals, cache_dir, num_workers=1,
+                     worker_index=0, log=print, trunk=None):
+  """Fills the RoI features cache for this worker's shards.
+
+  Args:
+    dataset: `records.Dataset`.
+    feature_config: `FeatureConfig`.
+    proposals: the filled proposals `ShardedCache`.
+    cache_dir: the shared cache folder.
+    num_workers, worker_index: this worker's slice of the shards.
+    log: callable taking one str.
+    trunk: optional prebuilt trunk (default: `backbones.build_trunk` from the config).
+  Returns:
+    (cache, info) as `compute_proposals`.
+  """
+  # pylint: disable=g-import-not-at-top
+  from click_supervision import backbones
+  from click_supervision import features as features_lib
+  cache = features_cache(dataset, feature_config, proposals, cache_dir)
+  if not cache.missing_shards(num_workers, worker_index):
+    return cache, {'images_computed': 0, 'sec_per_image': {}}
+  trunk = trunk or backbones.build_trunk(feature_config.trunk, feature_config.weights,
+                                         cache_dir=cache_dir)
+  extractor = features_lib.FeatureExtractor(
+      trunk, pool_size=feature_config.pool_size, short_side=feature_config.short_side or None,
+      max_long_side=feature_config.max_long_side)
+  shard_in_memory = {}
+
+  def proposals_of(image_id):
+    shard = proposals.shard_of(image_id)
+    if shard not in shard_in_memory:  # Feature shards are smaller: read each proposal shard once.
+      shard_in_memory.clear()
+      per_image = proposals.read_shard(shard)
+      if per_image is None:
+        raise RuntimeError(f'{proposals.shard_path(shard)} is missing or corrupt: run the '
+                           f'proposals stage first')
+      shard_in_memory[shard] = per_image
+    return shard_in_memory[shard][image_id]['boxes']
+
+  def compute_image(record):
+    start = time.perf_counter()
+    image = images_lib.load_image(record['path'])
+    load_seconds = time.perf_counter() - start
+    feats, timings = extractor(image, proposals_of(record['image_id']))
+    timings['load'] = load_seconds
+    return {'features': feats.astype(np.float16)}, timings
+
+  count, timings = _fill(cache, compute_image, dataset.by_id(), num_workers, worker_index,
+                         'features', log)
+  return cache, {'images_computed': count,
+                 'sec_per_image': {k: v / count for k, v in timings.items()} if count else {}}
