@@ -1,0 +1,133 @@
+"""Click cues (PAPER.md 3-4): box-center score, box-area score, click initialisation.
+
+All boxes are float32 [P, 4] `[ymin, xmin, ymax, xmax]` pixels and clicks `(y, x)` pixels
+(`click_supervision.boxes`).
+
+  box center (3.1):  s_bc(p) = exp(-||c_p - c||^2 / (2 sigma_p^2)), with sigma_p = sigma_bc (a
+                     fixed number of pixels) or sigma_bc * sqrt(area(p)) (`relative=True`: the
+                     tolerance grows with the proposal, like the annotators' error).
+  box area (4.2):    s_ba(p) = exp(-(log area(p) - mu(d))^2 / (2 sigma_ba^2)), where d is the
+                     distance between the two clicks and mu(d) estimates the log object area
+                     (`AreaModel`, fitted on clicks paired with boxes the evaluation does not use).
+  initialisation (3.3): the largest window centered on the click that fits in the image.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from click_supervision import boxes as box_lib
+
+
+def box_center_score(boxes, click, sigma, relative=False):
+  """Box-center score of every box for one click.
+
+  Args:
+    boxes: float [P, 4] pixels.
+    click: `(y, x)` pixels.
+    sigma: sigma_bc: pixels, or a fraction of sqrt(box area) when `relative`.
+    relative: scale sigma with each box's size.
+  Returns:
+    float32 [P] in (0, 1].
+  """
+  boxes = box_lib.as_boxes(boxes)
+  centers = box_lib.centers(boxes)
+  squared = ((centers - np.asarray(click, np.float32)[None]) ** 2).sum(axis=1)
+  sigmas = sigma * np.sqrt(np.maximum(box_lib.area(boxes), 1.0)) if relative else np.full(
+      len(boxes), float(sigma), np.float32)
+  return np.exp(-squared / (2.0 * sigmas ** 2)).astype(np.float32)
+
+
+def box_area_score(boxes, log_area, sigma_ba):
+  """Box-area score: a Gaussian on the log-ratio of each box's area to the estimated area.
+
+  Args:
+    boxes: float [P, 4] pixels.
+    log_area: mu, the estimated log object area (natural log of square pixels).
+    sigma_ba: std of the Gaussian, in natural-log units.
+  Returns:
+    float32 [P] in (0, 1].
+  """
+  log_areas = np.log(np.maximum(box_lib.area(boxes), 1.0))
+  return np.exp(-(log_areas - log_area) ** 2 / (2.0 * sigma_ba ** 2)).astype(np.float32)
+
+
+def largest_centered_window(click, height, width):
+  """The largest box centered on `click` that fits in the image (PAPER.md 3.3).
+
+  Args:
+    click: `(y, x)` pixels, inside the image.
+    height, width: image size in pixels.
+  Returns:
+    float32 [4] `[ymin, xmin, ymax, xmax]`; at least 1 pixel wide and high (a click on the border
+    would otherwise give an empty window).
+  """
+  y, x = float(click[0]), float(click[1])
+  half_h = max(min(y, height - y), 0.5)
+  half_w = max(min(x, width - x), 0.5)
+  box = np.array([y - half_h, x - half_w, y + half_h, x + half_w], np.float32)
+  return box_lib.clip_to_image(box[None], height, width)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class AreaModel:
+  """mu(d) = a0 + a1 * log(max(d, min_distance)): log object area from the inter-click distance.
+
+  Attributes:
+    a0, a1: coefficients (natural logs; d in pixels, area in square pixels).
+    sigma: residual std of the fit (natural-log units), the default sigma_ba.
+    min_distance: distances are clipped below at this many pixels (two clicks on the same pixel
+      say little about size).
+    num_pairs: pairs the fit used.
+    source: where the pairs came from (never the images being localised).
+  """
+  a0: float
+  a1: float
+  sigma: float
+  min_distance: float = 1.0
+  num_pairs: int = 0
+  source: str = ''
+
+  def log_area(self, distance):
+    """mu(d) for one distance or an array of distances (pixels)."""
+    return self.a0 + self.a1 * np.log(np.maximum(distance, self.min_distance))
+
+  @classmethod
+  def fit(cls, distances, areas, min_distance=1.0, source=''):
+    """Least squares of log(area) on log(max(d, min_distance)).
+
+    Args:
+      distances: float [N] pixels between the two clicks of each pair.
+      areas: float [N] square pixels of the clicked object's box.
+      min_distance: see the class docstring.
+      source: description of the data, stored with the fit.
+    Returns:
+      AreaModel.
+    Raises:
+      ValueError with fewer than 3 pairs.
+    """
+    distances = np.asarray(distances, np.float64)
+    areas = np.asarray(areas, np.float64)
+    if len(distances) < 3 or len(distances) != len(areas):
+      raise ValueError(f'fitting mu(d) needs >= 3 (distance, area) pairs, got {len(distances)}')
+    x = np.log(np.maximum(distances, min_distance))
+    y = np.log(np.maximum(areas, 1.0))
+    design = np.stack([np.ones_like(x), x], axis=1)
+    (a0, a1), *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ np.array([a0, a1])
+    return cls(a0=float(a0), a1=float(a1), sigma=float(residual.std(ddof=2)),
+               min_distance=float(min_distance), num_pairs=len(x), source=source)
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, data):
+    return cls(**data)
+
+
+def click_distance(clicks):
+  """Euclidean distance in pixels between the two clicks of float [2, 2] `(y, x)` clicks."""
+  clicks = np.asarray(clicks, np.float64)
+  return float(math.hypot(*(clicks[0] - clicks[1])))
