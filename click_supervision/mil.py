@@ -1,0 +1,496 @@
+"""Reference multi-fold MIL with click supervision (PAPER.md 2-4).
+
+Per class, the positive images (the class is in the image-level labels) are bags of proposals; the
+learner alternates
+
+  re-training:     a linear SVM per (class, fold) on the currently selected proposals of the
+                   positive images of the OTHER folds, against proposals of negative images
+                   (images without the class), with hard-negative mining;
+  re-localisation: in each positive image of fold k, the proposal maximising
+                       S(p) = S_ap(p) * cue(p),   S_ap = w * A(p) + (1 - w) * O(p)
+                   with A the fold-k model's score (trained without fold k) and O the objectness,
+                   each min-max normalised over the image's proposals so that they mix on one
+                   scale, and cue(p) the click cues of the pair (1 without clicks; `cues.py`).
+
+Initialisation: the proposal best overlapping the whole image (no clicks), or the largest window
+centered on the click (`click_init`). Iterations stop after `num_iterations` or when no
+selection changes.
+
+Memory: features are streamed from the cache one image at a time; the learner keeps only the
+selected positive features and, per class, a capped pool of hard negatives.
+
+`run_mil` writes a checkpoint after every iteration (atomic); a rerun with the same inputs resumes
+from the last finished iteration and gives the same selections as an uninterrupted run.
+"""
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
+
+from click_supervision import boxes as box_lib
+from click_supervision import cues as cues_lib
+from click_supervision import evaluation
+
+CUES = ('objectness', 'appearance', 'box_center', 'box_area', 'click_init', 'split_instances')
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class MilConfig:
+  """Settings of the MIL learner (defaults: BUILD_NOTES, chosen on the synthetic set).
+
+  Attributes:
+    num_folds: K of multi-fold MIL (1 = plain MIL: an image is re-localised by a model that
+      trained on it).
+    num_iterations: maximum re-training / re-localisation rounds.
+    cues: the switched-on cues, a subset of CUES: `objectness` (O in S_ap), `appearance` (A in
+      S_ap; off = cue-only localisation), `box_center`, `box_area`, `click_init`,
+      `split_instances` (two clicks far apart are treated as two instances, PAPER.md 4.3).
+    appearance_weight: w in S_ap = w A + (1 - w) O (the paper: 0.5).
+    sigma_bc: box-center sigma: a fraction of sqrt(proposal area) (`sigma_bc_relative`) or pixels.
+    sigma_bc_relative: scale sigma_bc with the proposal size.
+    sigma_bc_two_clicks_factor: sigma for the mean of two clicks = factor x sigma_bc (the mean of
+      two independent clicks errs by 1/sqrt(2) of one).
+    sigma_ba: box-area sigma in natural-log units; None = the area model's residual std.
+    svm_c: LinearSVC C (features are L2-normalised).
+    negatives_per_image: random proposals per negative image in the first negative pool.
+    max_negatives: cap on each class's pool of hard negatives.
+    hard_margin: mined negatives are proposals of negative images scoring above this.
+    seed: folds, negative sampling and SVM solver order.
+    num_threads: SVMs trained in parallel.
+  """
+  num_folds: int = 10
+  num_iterations: int = 5
+  cues: tuple = CUES
+  appearance_weight: float = 0.5
+  sigma_bc: float = 0.1
+  sigma_bc_relative: bool = True
+  sigma_bc_two_clicks_factor: float = 0.7071
+  sigma_ba: float | None = None
+  svm_c: float = 1.0
+  negatives_per_image: int = 20
+  max_negatives: int = 5000
+  hard_margin: float = -1.0
+  seed: int = 0
+  num_threads: int = 2
+
+  def __post_init__(self):
+    unknown = set(self.cues) - set(CUES)
+    if unknown:
+      raise ValueError(f'unknown cues {sorted(unknown)}; cues are {CUES}')
+    object.__setattr__(self, 'cues', tuple(c for c in CUES if c in self.cues))
+
+  def uses(self, cue):
+    return cue in self.cues
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading bags from the caches.
+
+
+def iter_bags(proposals, features, image_ids=None):
+  """Yields `(image_id, boxes float32 [P, 4], objectness float32 [P], features float32 [P, D])`.
+
+  Features are L2-normalised; one proposals shard and one features shard are in memory at a time.
+
+  Args:
+    proposals, features: filled `cache.ShardedCache`s over the same images.
+    image_ids: optional set; other images are skipped without reading their features.
+  """
+  proposal_shard, proposal_data = None, None
+  for shard in range(features.num_shards):
+    ids = [i for i in features.shard_image_ids(shard) if image_ids is None or i in image_ids]
+    if not ids:
+      continue
+    per_image = features.read_shard(shard)
+    if per_image is None:
+      raise RuntimeError(f'{features.shard_path(shard)} is missing or corrupt')
+    for image_id in ids:
+      if proposals.shard_of(image_id) != proposal_shard:
+        proposal_shard = proposals.shard_of(image_id)
+        proposal_data = proposals.read_shard(proposal_shard)
+        if proposal_data is None:
+          raise RuntimeError(f'{proposals.shard_path(proposal_shard)} is missing or corrupt')
+      feats = per_image[image_id]['features'].astype(np.float32)
+      feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+      yield (image_id, proposal_data[image_id]['boxes'], proposal_data[image_id]['scores'],
+             feats)
+
+
+def normalize_per_image(scores):
+  """Min-max over one image's proposals -> [0, 1] (all equal -> all 1)."""
+  scores = np.asarray(scores, np.float32)
+  low, high = scores.min(), scores.max()
+  if high - low < 1e-12:
+    return np.ones_like(scores)
+  return (scores - low) / (high - low)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folds and cues of a pair.
+
+
+def assign_folds(image_ids, num_folds, seed):
+  """Image id -> fold in [0, num_folds): a seeded permutation dealt round-robin, so folds differ in
+  size by at most one image. All classes of an image share its fold."""
+  order = sorted(image_ids)
+  permutation = np.random.default_rng(seed).permutation(len(order))
+  return {order[i]: int(rank % num_folds) for rank, i in enumerate(permutation)}
+
+
+def two_clicks_on_different_instances(boxes, objectness, clicks, config):
+  """PAPER.md 4.3 rule: do the two clicks of a pair mark different instances?
+
+  For each click, the box an annotator's click alone would give (the proposal maximising
+  O x s_bc of that click) is found; the clicks are judged to be on different instances when
+  neither click lies inside the other click's box. Two clicks on one object both fall inside its
+  box (the click error is a fraction of the object size), while clicks on two objects usually do
+  not.
+
+  Returns:
+    bool.
+  """
+  inside = []
+  for own, other in ((0, 1), (1, 0)):
+    score = objectness * cues_lib.box_center_score(boxes, clicks[own], config.sigma_bc,
+                                                   config.sigma_bc_relative)
+    box = boxes[int(np.argmax(score))]
+    y, x = clicks[other]
+    inside.append(box[0] <= y <= box[2] and box[1] <= x <= box[3])
+  return not any(inside)
+
+
+def pair_cue(boxes, objectness, clicks, area_model, config):
+  """The click cue of one pair over its image's proposals, and how it was built.
+
+  Args:
+    boxes: float32 [P, 4] proposals.
+    objectness: float32 [P] normalised O.
+    clicks: float32 [C, 2] `(y, x)`, C in {0, 1, 2}.
+    area_model: `cues.AreaModel` (two clicks) or None.
+    config: MilConfig.
+  Returns:
+    (cue float32 [P], init_center `(y, x)` or None, split bool).
+  """
+  cue = np.ones(len(boxes), np.float32)
+  if len(clicks) == 0:
+    return cue, None, False
+  if len(clicks) == 1:
+    if config.uses('box_center'):
+      cue *= cues_lib.box_center_score(boxes, clicks[0], config.sigma_bc, config.sigma_bc_relative)
+    return cue, clicks[0], False
+  split = config.uses('split_instances') and two_clicks_on_different_instances(
+      boxes, objectness, clicks, config)
+  if split:
+    # One bump per click (each at the one-click sigma); the distance says nothing about size.
+    if config.uses('box_center'):
+      cue *= np.maximum(
+          cues_lib.box_center_score(boxes, clicks[0], config.sigma_bc, config.sigma_bc_relative),
+          cues_lib.box_center_score(boxes, clicks[1], config.sigma_bc, config.sigma_bc_relative))
+    return cue, clicks[0], True
+  center = clicks.mean(axis=0)
+  if config.uses('box_center'):
+    cue *= cues_lib.box_center_score(boxes, center,
+                                     config.sigma_bc * config.sigma_bc_two_clicks_factor,
+                                     config.sigma_bc_relative)
+  if config.uses('box_area') and area_model is not None:
+    sigma = config.sigma_ba if config.sigma_ba is not None else area_model.sigma
+    cue *= cues_lib.box_area_score(boxes, area_model.log_area(cues_lib.click_distance(clicks)),
+                                   max(sigma, 1e-3))
+  return cue, center, False
+
+
+def initial_box_index(boxes, height, width, center):
+  """Index of the proposal best overlapping the whole image (no center) or the largest window
+  centered on `center` (PAPER.md 3.3)."""
+  if center is None:
+    target = np.array([0, 0, height, width], np.float32)
+  else:
+    target = cues_lib.largest_centered_window(center, height, width)
+  return int(np.argmax(box_lib.pairwise_iou(target[None], boxes)[0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Re-training.
+
+
+def _fit_svm(positives, negatives, c, seed):
+  """One linear SVM (liblinear, squared hinge, balanced class weights): (w float32 [D], b)."""
+  x = np.concatenate([positives, negatives])
+  y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
+  svm = LinearSVC(C=c, class_weight='balanced', random_state=seed, max_iter=2000, dual=True)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', ConvergenceWarning)
+    svm.fit(x, y)
+  return svm.coef_[0].astype(np.float32), float(svm.intercept_[0])
+
+
+def train_models(positive_features, positive_folds, negatives, num_classes, dim, config,
+                 iteration):
+  """Trains the per-(fold, class) SVMs, `num_threads` at a time (liblinear releases the GIL).
+
+  Model (k, c) trains on the selected positives of class c outside fold k (all of them with one
+  fold) against class c's negative pool. (A joint L-BFGS solve of a class's K models with shared
+  negatives was tried and was 20x slower than liblinear's dual coordinate descent here.)
+
+  Args:
+    positive_features: list over classes of float32 [N_c, D] selected positives.
+    positive_folds: list over classes of int [N_c] fold of each positive.
+    negatives: list over classes of float32 [M_c, D] negative pools.
+    num_classes, dim: sizes.
+    config: MilConfig.
+    iteration: for the solver seeds.
+  Returns:
+    (weights float32 [K, C, D], biases float32 [K, C]); a (fold, class) without positives or
+    negatives gets a zero model.
+  """
+  k = config.num_folds
+  weights = np.zeros((k, num_classes, dim), np.float32)
+  biases = np.zeros((k, num_classes), np.float32)
+  jobs = {}
+  with concurrent.futures.ThreadPoolExecutor(config.num_threads) as pool:
+    for c in range(num_classes):
+      for fold in range(k):
+        train = positive_folds[c] != fold if k > 1 else np.ones(len(positive_folds[c]), bool)
+        if train.any() and len(negatives[c]):
+          seed = (config.seed * 1000003 + iteration * 1009 + c * 31 + fold) % (2 ** 31)
+          jobs[(fold, c)] = pool.submit(_fit_svm, positive_features[c][train], negatives[c],
+                                        config.svm_c, seed)
+    for (fold, c), job in jobs.items():
+      weights[fold, c], biases[fold, c] = job.result()
+  return weights, biases
+
+
+def update_negatives(pool, candidates, w, b, config):
+  """Keeps the hardest negatives of `pool` + `candidates` under model (w, b), at most
+  `max_negatives`, dropping those scoring below `hard_margin` (easy negatives) unless the pool
+  would fall below 10 % of the cap."""
+  merged = np.concatenate([pool, candidates]) if len(candidates) else pool
+  scores = merged @ w + b
+  order = np.argsort(-scores, kind='stable')
+  hard = int((scores > config.hard_margin).sum())
+  keep = min(max(hard, config.max_negatives // 10), config.max_negatives, len(merged))
+  return merged[order[:keep]]
+
+
+# ---------------------------------------------------------------------------------------------
+# The learner.
+
+
+def _state_path(workdir):
+  return os.path.join(workdir, 'mil_checkpoint.npz')
+
+
+def _save_state(workdir, state):
+  os.makedirs(workdir, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=workdir, suffix='.tmp')
+  with os.fdopen(fd, 'wb') as f:
+    np.savez(f, **state)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, _state_path(workdir))
+
+
+def _load_state(workdir, fingerprint):
+  path = _state_path(workdir)
+  if not os.path.exists(path):
+    return None
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      state = {k: data[k] for k in data.files}
+  except (OSError, ValueError, EOFError):
+    return None  # A damaged checkpoint only costs recomputation.
+  if str(state.get('fingerprint')) != fingerprint:
+    return None
+  return state
+
+
+def run_mil(records, class_names, proposals, features, selected_clicks, config, workdir=None,
+            area_model=None, log=print, on_iteration=None):
+  """Localises every positive (image, class) pair.
+
+  Args:
+    records: list of record dicts (ground truth is used ONLY to report CorLoc).
+    class_names: list of str.
+    proposals, features: filled `cache.ShardedCache`s covering `records`.
+    selected_clicks: dict `(image_id, class_index)` -> float32 [C, 2] `(y, x)` clicks (C = 0, 1 or
+      2 for every pair).
+    config: MilConfig.
+    workdir: folder for the checkpoint (None: no checkpoint, no resume).
+    area_model: `cues.AreaModel` for two clicks (needed when `box_area` is on and C = 2).
+    log: callable taking one str.
+    on_iteration: optional callable(iteration, info dict with `corloc` and `changes`) after each
+      iteration (the driver writes TensorBoard summaries with it).
+  Returns:
+    dict with `selections` (pair -> dict(box float32 [4], index, score, iteration)),
+    `corloc_per_iteration` (list, index 0 = initialisation), `changes_per_iteration`,
+    `corloc_cue_only` (S = O x cue, no appearance model), `num_split_pairs`, `timings_s`.
+  """
+  num_classes = len(class_names)
+  by_id = {r['image_id']: r for r in records}
+  pairs = [(r['image_id'], int(c)) for r in records for c in r['image_labels']]
+  pair_index = {pair: i for i, pair in enumerate(pairs)}
+  folds = assign_folds(list(by_id), config.num_folds, config.seed)
+  pair_class = np.array([c for _, c in pairs], np.int64)
+  pair_fold = np.array([folds[i] for i, _ in pairs], np.int64)
+  rng = np.random.default_rng(config.seed)
+  timings = {'init': 0.0, 'train': 0.0, 'relocalize': 0.0}
+  fingerprint = hashlib.sha256(json.dumps(
+      {'config': dataclasses.asdict(config), 'proposals': proposals.key,
+       'features': features.key, 'pairs': pairs, 'version': CHECKPOINT_VERSION,
+       'area_model': area_model.to_dict() if area_model else None,
+       'clicks': {f'{p[0]}/{p[1]}': np.asarray(v).round(3).tolist()
+                  for p, v in sorted(selected_clicks.items())}},
+      sort_keys=True).encode()).hexdigest()
+
+  # --- initialisation pass: cues of every pair, initial selections, first negative pools. ---
+  start = time.time()
+  pair_cues = [None] * len(pairs)
+  cue_only_index = np.zeros(len(pairs), np.int64)
+  selected_index = np.zeros(len(pairs), np.int64)
+  selected_features = None
+  split = np.zeros(len(pairs), bool)
+  pair_boxes = [None] * len(pairs)
+  negative_samples, negative_labels = [], []
+  for image_id, boxes, objectness, feats in iter_bags(proposals, features):
+    record = by_id[image_id]
+    o = normalize_per_image(objectness)
+    for c in record['image_labels']:
+      i = pair_index[(image_id, int(c))]
+      clicks = np.asarray(selected_clicks.get((image_id, int(c)), np.zeros((0, 2))), np.float32)
+      cue, center, split[i] = pair_cue(boxes, o, clicks, area_model, config)
+      pair_cues[i] = cue
+      pair_boxes[i] = boxes
+      cue_only_index[i] = int(np.argmax((o if config.uses('objectness') else 1.0) * cue))
+      selected_index[i] = initial_box_index(
+          boxes, record['height'], record['width'], center if config.uses('click_init') else None)
+      if selected_features is None:
+        selected_features = np.zeros((len(pairs), feats.shape[1]), np.float32)
+      selected_features[i] = feats[selected_index[i]]
+    # A random sample of each image's proposals; used as negatives of the classes it lacks.
+    take = rng.choice(len(feats), min(config.negatives_per_image, len(feats)), replace=False)
+    negative_samples.append(feats[take])
+    labels = np.zeros(num_classes, bool)
+    labels[record['image_labels']] = True
+    negative_labels.append(np.repeat(labels[None], len(take), axis=0))
+  dim = selected_features.shape[1]
+  negative_samples = np.concatenate(negative_samples)
+  negative_labels = np.concatenate(negative_labels)
+  negatives = [negative_samples[~negative_labels[:, c]] for c in range(num_classes)]
+  timings['init'] += time.time() - start
+
+  def corloc_of(indices):
+    localizations = {pair: pair_boxes[i][indices[i]] for pair, i in pair_index.items()}
+    return evaluation.corloc(records, localizations, num_classes)
+
+  corloc_per_iteration = [corloc_of(selected_index)['corloc']]
+  corloc_cue_only = corloc_of(cue_only_index)
+  changes_per_iteration = [0]
+  selected_score = np.zeros(len(pairs), np.float32)
+  selected_iteration = np.zeros(len(pairs), np.int64)
+  log(f'mil: {len(pairs)} pairs, {config.num_folds} folds, {dim}-d features; '
+      f'{int(split.sum())} two-click pairs split; CorLoc cue-only {corloc_cue_only["corloc"]:.3f}, '
+      f'initialisation {corloc_per_iteration[0]:.3f}')
+
+  first_iteration = 1
+  state = _load_state(workdir, fingerprint) if workdir else None
+  if state is not None:
+    selected_index = state['selected_index']
+    selected_features = state['selected_features']
+    selected_score = state['selected_score']
+    selected_iteration = state['selected_iteration']
+    negatives = [state[f'negatives_{c}'] for c in range(num_classes)]
+    corloc_per_iteration = list(state['corloc_per_iteration'])
+    changes_per_iteration = list(state['changes_per_iteration'])
+    first_iteration = int(state['iteration']) + 1
+    log(f'mil: resumed after iteration {first_iteration - 1} from {_state_path(workdir)}')
+
+  # --- the MIL loop ---
+  for iteration in range(first_iteration, config.num_iterations + 1):
+    if not config.uses('appearance'):
+      break  # Cue-only: nothing to learn.
+    if iteration > 1 and changes_per_iteration[-1] == 0:
+      break  # Converged.
+    # Re-training.
+    start = time.time()
+    positive_features = [selected_features[pair_class == c] for c in range(num_classes)]
+    positive_folds = [pair_fold[pair_class == c] for c in range(num_classes)]
+    weights, biases = train_models(positive_features, positive_folds, negatives, num_classes, dim,
+                                   config, iteration)
+    mean_w, mean_b = weights.mean(axis=0), biases.mean(axis=0)
+    timings['train'] += time.time() - start
+
+    # Re-localisation of every positive pair (fold-held-out model) and hard-negative mining.
+    start = time.time()
+    new_index = selected_index.copy()
+    new_features = selected_features.copy()
+    candidates = [[] for _ in range(num_classes)]
+    for image_id, boxes, objectness, feats in iter_bags(proposals, features):
+      record = by_id[image_id]
+      o = normalize_per_image(objectness) if config.uses('objectness') else None
+      fold = folds[image_id]
+      for c in record['image_labels']:
+        i = pair_index[(image_id, int(c))]
+        a = normalize_per_image(feats @ weights[fold, c] + biases[fold, c])
+        s_ap = a if o is None else (config.appearance_weight * a +
+                                    (1.0 - config.appearance_weight) * o)
+        score = s_ap * pair_cues[i]
+        new_index[i] = int(np.argmax(score))
+        new_features[i] = feats[new_index[i]]
+        selected_score[i] = score[new_index[i]]
+      absent = np.setdiff1d(np.arange(num_classes), record['image_labels'])
+      if len(absent):
+        scores = feats @ mean_w[absent].T + mean_b[absent]
+        for column, c in enumerate(absent):
+          hard = scores[:, column] > config.hard_margin
+          if hard.any():
+            # At most the 50 hardest per image, so one cluttered image does not fill the pool.
+            top = np.argsort(-scores[:, column])[:min(int(hard.sum()), 50)]
+            candidates[c].append(feats[top])
+    for c in range(num_classes):
+      if candidates[c]:
+        negatives[c] = update_negatives(negatives[c], np.concatenate(candidates[c]), mean_w[c],
+                                        mean_b[c], config)
+    timings['relocalize'] += time.time() - start
+
+    changed = int((new_index != selected_index).sum())
+    selected_iteration[new_index != selected_index] = iteration
+    selected_index, selected_features = new_index, new_features
+    corloc_per_iteration.append(corloc_of(selected_index)['corloc'])
+    changes_per_iteration.append(changed)
+    log(f'mil: iteration {iteration}: CorLoc {corloc_per_iteration[-1]:.3f}, {changed} '
+        f'selections changed, negatives per class {int(np.mean([len(n) for n in negatives]))}')
+    if workdir:
+      state = {'fingerprint': np.array(fingerprint), 'iteration': np.array(iteration),
+               'selected_index': selected_index, 'selected_features': selected_features,
+               'selected_score': selected_score, 'selected_iteration': selected_iteration,
+               'corloc_per_iteration': np.array(corloc_per_iteration),
+               'changes_per_iteration': np.array(changes_per_iteration)}
+      state.update({f'negatives_{c}': negatives[c] for c in range(num_classes)})
+      _save_state(workdir, state)
+    if on_iteration is not None:
+      on_iteration(iteration, {'corloc': corloc_per_iteration[-1], 'changes': changed})
+
+  final = corloc_of(selected_index)
+  selections = {pair: {'box': pair_boxes[i][selected_index[i]], 'index': int(selected_index[i]),
+                       'score': float(selected_score[i]),
+                       'iteration': int(selected_iteration[i]), 'split': bool(split[i])}
+                for pair, i in pair_index.items()}
+  return {'selections': selections, 'corloc': final['corloc'],
+          'corloc_non_difficult': final['corloc_non_difficult'],
+          'corloc_per_class': final['per_class'],
+          'corloc_per_iteration': corloc_per_iteration,
+          'changes_per_iteration': changes_per_iteration,
+          'corloc_cue_only': corloc_cue_only['corloc'],
+          'corloc_cue_only_non_difficult': corloc_cue_only['corloc_non_difficult'],
+          'num_pairs': len(pairs), 'num_split_pairs': int(split.sum()), 'timings_s': timings}

@@ -1,0 +1,157 @@
+"""Tests of the MIL learner: folds, the different-instances rule, pair cues, a tiny case with a
+known answer, resume after a kill, determinism."""
+
+import numpy as np
+import pytest
+
+from click_supervision import cache as cache_lib
+from click_supervision import cues as cues_lib
+from click_supervision import mil
+from click_supervision.datasets import records as records_lib
+
+DIM = 8
+
+
+def tiny_problem(tmp_path, num_images=16, seed=0):
+  """Images of 40 x 40 px, each with one object of class i % 2 at a known proposal.
+
+  Every image has 6 proposals: index 0 is the whole image (background plus a weaker trace of the
+  object, as a CNN feature of a whole image carries its object), index 1 + (i % 5) is the object
+  (feature = its class direction + noise), the rest background. All objectness equal, so only the
+  appearance model can find the objects.
+  """
+  rng = np.random.default_rng(seed)
+  layout = np.array([[0, 0, 40, 40], [2, 2, 12, 12], [20, 2, 30, 12], [2, 20, 12, 30],
+                     [20, 20, 30, 30], [10, 10, 22, 22]], np.float32)
+  records, proposals, features = [], {}, {}
+  for i in range(num_images):
+    label = i % 2
+    obj = 1 + i % 5
+    feats = np.concatenate([np.zeros((6, 2)), rng.normal(size=(6, DIM - 2))], axis=1)
+    feats[obj] = 0.0
+    feats[obj, label] = 3.0
+    feats[0, label] = 1.0
+    feats[obj] += rng.normal(scale=0.2, size=DIM)
+    image_id = f'im{i:02d}'
+    path = tmp_path / f'{image_id}.jpg'
+    path.write_bytes(b'x')
+    records.append(records_lib.make_record(image_id, str(path), 40, 40, layout[obj][None], [label]))
+    proposals[image_id] = {'boxes': layout.copy(), 'scores': np.ones(6, np.float32)}
+    features[image_id] = {'features': feats.astype(np.float16)}
+  files = [(r['image_id'], r['path']) for r in records]
+  proposal_cache = cache_lib.ShardedCache(str(tmp_path / 'c'), 'proposals', {}, files, 5)
+  feature_cache = cache_lib.ShardedCache(str(tmp_path / 'c'), 'features', {}, files, 3)
+  for cache, data in ((proposal_cache, proposals), (feature_cache, features)):
+    for shard in range(cache.num_shards):
+      cache.write_shard(shard, {i: data[i] for i in cache.shard_image_ids(shard)})
+  return records, ['a', 'b'], proposal_cache, feature_cache
+
+
+def test_assign_folds_balanced_and_seeded():
+  ids = [f'im{i}' for i in range(23)]
+  folds = mil.assign_folds(ids, 5, seed=0)
+  assert sorted(np.bincount(list(folds.values()))) == [4, 4, 5, 5, 5]
+  assert folds == mil.assign_folds(list(reversed(ids)), 5, seed=0)  # Order does not matter.
+  assert folds != mil.assign_folds(ids, 5, seed=1)
+
+
+def test_normalize_per_image():
+  np.testing.assert_allclose(mil.normalize_per_image([2.0, 4.0, 3.0]), [0, 1, 0.5])
+  np.testing.assert_array_equal(mil.normalize_per_image([7.0, 7.0]), [1, 1])
+
+
+def test_initial_box_is_the_best_overlap_with_the_centered_window():
+  boxes = np.array([[0, 0, 100, 100], [20, 40, 40, 60], [0, 5, 60, 95]], np.float32)
+  # No click: the whole 100 x 100 image.
+  assert mil.initial_box_index(boxes, 100, 100, None) == 0
+  # Click (30, 50): half height min(30, 70) = 30, half width min(50, 50) = 50, so the window is
+  # [0, 0, 60, 100]; IoU with the whole image 0.6, with [0, 5, 60, 95] 5400 / 6000 = 0.9.
+  window = cues_lib.largest_centered_window((30, 50), 100, 100)
+  np.testing.assert_array_equal(window, [0, 0, 60, 100])
+  assert mil.initial_box_index(boxes, 100, 100, (30, 50)) == 2
+
+
+def test_two_clicks_on_different_instances_rule():
+  # Two objects: [0, 0, 20, 20] and [0, 60, 20, 80], each a strong proposal; a weak whole image.
+  boxes = np.array([[0, 0, 20, 20], [0, 60, 20, 80], [0, 0, 20, 80]], np.float32)
+  objectness = np.array([1.0, 1.0, 0.2], np.float32)
+  config = mil.MilConfig(sigma_bc=0.2)
+  # Clicks near each object's center: each click lies outside the other's box -> split.
+  assert mil.two_clicks_on_different_instances(boxes, objectness, np.array([[10, 10], [10, 70]],
+                                                                            np.float32), config)
+  # Both clicks on the first object: each lies inside the other's box -> one instance.
+  assert not mil.two_clicks_on_different_instances(boxes, objectness, np.array(
+      [[9, 9], [11, 12]], np.float32), config)
+
+
+def test_pair_cue_one_and_two_clicks():
+  boxes = np.array([[0, 0, 20, 20], [0, 60, 20, 80]], np.float32)
+  objectness = np.ones(2, np.float32)
+  config = mil.MilConfig(sigma_bc=0.1)
+  cue, center, split = mil.pair_cue(boxes, objectness, np.zeros((0, 2), np.float32), None, config)
+  np.testing.assert_array_equal(cue, [1, 1]) and center is None and not split
+  one = np.array([[10, 10]], np.float32)
+  cue, center, split = mil.pair_cue(boxes, objectness, one, None, config)
+  # Box 0 centered on the click: 1; box 1: distance 60 at sigma 0.1 * 20 = 2 px: exp(-450) = 0.
+  np.testing.assert_allclose(cue, [1, 0], atol=1e-12)
+  # Two clicks 2 px apart on box 0, area model saying log area = log(400) exactly.
+  two = np.array([[10, 9], [10, 11]], np.float32)
+  area_model = cues_lib.AreaModel(a0=np.log(400.0), a1=0.0, sigma=0.5)
+  cue, center, split = mil.pair_cue(boxes, objectness, two, area_model, config)
+  np.testing.assert_allclose(center, [10, 10])
+  assert not split and cue[0] == pytest.approx(1.0) and cue[1] < 1e-6
+  # Switching box_center off leaves only the area cue (equal areas: equal scores).
+  no_center = mil.MilConfig(cues=('objectness', 'appearance', 'box_area'))
+  cue, _, _ = mil.pair_cue(boxes, objectness, two, area_model, no_center)
+  np.testing.assert_allclose(cue, [1, 1])
+
+
+def test_unknown_cue_is_rejected():
+  with pytest.raises(ValueError, match='unknown cues'):
+    mil.MilConfig(cues=('objectness', 'telepathy'))
+
+
+def test_tiny_problem_is_solved_without_clicks(tmp_path):
+  records, class_names, proposals, features = tiny_problem(tmp_path)
+  config = mil.MilConfig(num_folds=2, num_iterations=4, negatives_per_image=6, num_threads=1)
+  result = mil.run_mil(records, class_names, proposals, features, {}, config, log=lambda m: None)
+  # Initialisation = whole image (IoU with the 10 x 10 objects < 0.5); MIL finds every object.
+  assert result['corloc_per_iteration'][0] == 0.0
+  assert result['corloc'] == 1.0
+  # Cue-only (objectness x no clicks) cannot tell the proposals apart.
+  assert result['corloc_cue_only'] < 0.5
+  selection = result['selections'][('im03', 1)]
+  np.testing.assert_array_equal(selection['box'], [20, 20, 30, 30])  # Proposal 1 + 3 % 5 = 4.
+
+
+def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
+  records, class_names, proposals, features = tiny_problem(tmp_path, seed=3)
+  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=6, num_threads=1)
+  quiet = lambda m: None
+  reference = mil.run_mil(records, class_names, proposals, features, {}, config,
+                          workdir=str(tmp_path / 'ref'), log=quiet)
+
+  def kill_after_first(iteration, info):
+    if iteration == 1:
+      raise KeyboardInterrupt('killed')
+
+  workdir = tmp_path / 'killed'
+  with pytest.raises(KeyboardInterrupt):
+    mil.run_mil(records, class_names, proposals, features, {}, config, workdir=str(workdir),
+                log=quiet, on_iteration=kill_after_first)
+  messages = []
+  resumed = mil.run_mil(records, class_names, proposals, features, {}, config,
+                        workdir=str(workdir), log=messages.append)
+  assert any('resumed after iteration 1' in m for m in messages)
+  assert resumed['corloc_per_iteration'] == reference['corloc_per_iteration']
+  for pair, selection in reference['selections'].items():
+    assert resumed['selections'][pair]['index'] == selection['index']
+
+
+def test_deterministic(tmp_path):
+  records, class_names, proposals, features = tiny_problem(tmp_path, seed=5)
+  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=3, num_threads=2)
+  runs = [mil.run_mil(records, class_names, proposals, features, {}, config, log=lambda m: None)
+          for _ in range(2)]
+  assert ({p: s['index'] for p, s in runs[0]['selections'].items()} ==
+          {p: s['index'] for p, s in runs[1]['selections'].items()})
