@@ -8,6 +8,7 @@ expensive, reusable work goes to --cache_dir, shared by runs with different clic
 last line of output is `results: <path>` on success, or `error: <what went wrong>`.
 """
 
+import dataclasses
 import json
 import os
 import platform
@@ -23,7 +24,9 @@ import tqdm
 
 from click_supervision import clicks as clicks_lib
 from click_supervision import config as config_lib
+from click_supervision import cues as cues_lib
 from click_supervision import datasets
+from click_supervision import mil as mil_lib
 from click_supervision import precompute
 from click_supervision import proposals as proposals_lib
 from click_supervision.datasets import images as images_lib
@@ -71,11 +74,21 @@ def config_from_flags():
   feature_config = precompute.FeatureConfig(
       trunk=mil_flags.TRUNK.value, weights=mil_flags.WEIGHTS.value,
       short_side=flag(mil_flags.FEATURE_SHORT_SIDE))
+  cues = tuple(c.strip() for c in mil_flags.CUES.value if c.strip())
+  unknown = sorted(set(cues) - set(mil_lib.CUES))
+  if unknown:
+    raise UserError(f'--cues: unknown cue {unknown[0]!r}; cues are {",".join(mil_lib.CUES)}')
+  mil_config = mil_lib.MilConfig(
+      num_folds=flag(mil_flags.FOLDS), num_iterations=flag(mil_flags.MIL_ITERATIONS), cues=cues,
+      appearance_weight=mil_flags.APPEARANCE_WEIGHT.value, sigma_bc=mil_flags.SIGMA_BC.value,
+      svm_c=mil_flags.SVM_C.value, seed=mil_flags.SEED.value)
   workdir = mil_flags.WORKDIR.value or os.path.join(
       'runs', f'{datasets.dataset_slug(data.dataset)}_{data.split}_clicks{click_config.num_clicks}'
       f'_seed{click_config.seed}')
   return config_lib.Config(data=data, clicks=click_config, proposals=proposal_config,
-                           features=feature_config, workdir=os.path.abspath(workdir),
+                           features=feature_config, mil=mil_config,
+                           area_fit_data=mil_flags.AREA_FIT_DATA.value,
+                           workdir=os.path.abspath(workdir),
                            stages=tuple(s for s in config_lib.STAGES if s in stages),
                            num_workers=mil_flags.NUM_SHARDS.value,
                            worker_index=mil_flags.SHARD_INDEX.value)
@@ -198,9 +211,10 @@ def run(config):
         f'{summary["num_image_class_pairs"]} image-class pairs, {summary["num_skipped"]} skipped')
 
   # --- clicks ---
-  if 'clicks' in config.stages:
+  selected = {}
+  if 'clicks' in config.stages or 'mil' in config.stages:
     start = time.time()
-    _, click_info = stage_clicks(config, dataset)
+    selected, click_info = stage_clicks(config, dataset)
     results['timings_s']['clicks'] = round(time.time() - start, 3)
     results['click_stats'] = click_info
     results['annotation_hours'] = click_info['annotation_hours']
@@ -211,26 +225,118 @@ def run(config):
   # --- proposals and features: cached in --cache_dir, shared by runs, split over workers. ---
   workers = dict(num_workers=config.num_workers, worker_index=config.worker_index, log=log)
   proposals = None
-  if 'proposals' in config.stages or 'features' in config.stages:
+  if {'proposals', 'features', 'mil'} & set(config.stages):
     start = time.time()
     proposals, info = precompute.compute_proposals(dataset, config.proposals,
                                                    config.data.cache_dir, **workers)
     results['timings_s']['proposals'] = round(time.time() - start, 3)
     results['proposals'] = dict(info, cache=proposals.dir, method=config.proposals.method)
-  if 'features' in config.stages and _all_shards_done(proposals, config, results, 'proposals'):
+  features = None
+  needs_features = 'features' in config.stages or 'mil' in config.stages
+  if needs_features and _all_shards_done(proposals, config, results, 'proposals'):
     start = time.time()
     features, info = precompute.compute_features(dataset, config.features, proposals,
                                                  config.data.cache_dir, **workers)
     results['timings_s']['features'] = round(time.time() - start, 3)
     results['features'] = dict(info, cache=features.dir)
-    _all_shards_done(features, config, results, 'features')
+    if not _all_shards_done(features, config, results, 'features'):
+      features = None
   results['trunk'] = config.features.trunk
   results['weights'] = config.features.weights
+
+  # --- mil: localise every positive pair; resumes from its last finished iteration. ---
+  if 'mil' in config.stages and features is not None:
+    start = time.time()
+    results.update(stage_mil(config, dataset, selected, proposals, features))
+    results['timings_s']['mil'] = round(time.time() - start, 3)
+    log(f'CorLoc: {results["corloc"]:.4f} ({results["num_pairs"]} pairs; non-difficult '
+        f'{results["corloc_non_difficult"]:.4f}; cue-only {results["corloc_cue_only"]:.4f}; '
+        f'{config.clicks.num_clicks} clicks' +
+        (f', simulated, noise {config.clicks.noise}, seed {config.clicks.seed})'
+         if simulated else f' from {config.clicks.source})'))
 
   if results['status'] == 'running':
     results['status'] = 'complete'
   write_json(results_path, results)
   return results_path
+
+
+def fit_area_model(config, log):
+  """mu(d) of the box-area cue, fitted on other data than the localised images.
+
+  Simulated clicks: the same simulator settings on `config.area_fit_data` (by default a synthetic
+  set generated with another seed), pairs whose two clicks aimed at one instance.
+
+  Returns:
+    (AreaModel, set of the image paths it saw, (distances, areas) it was fitted on).
+  """
+  from click_supervision.datasets import synthetic  # pylint: disable=g-import-not-at-top
+  click_config = config.clicks
+  if config.area_fit_data == 'synthetic':
+    other = synthetic.SyntheticConfig(seed=synthetic.SyntheticConfig.seed + 1)
+    root = synthetic.ensure_synthetic(config.data.cache_dir, log=log, config=other)
+    from click_supervision.datasets import voc  # pylint: disable=g-import-not-at-top
+    fit_data = voc.load_voc(root, 'trainval', name=f'synthetic (seed {other.seed})', log=log)
+  else:
+    fit_data = datasets.load_dataset(config.area_fit_data, config.data.split,
+                                     cache_dir=config.data.cache_dir, log=log)
+  rows = clicks_lib.simulate_clicks(fit_data, num_annotators=2, noise=click_config.noise,
+                                    instance=click_config.instance, seed=click_config.seed)
+  distances, areas = cues_lib.same_instance_pairs(fit_data, rows)
+  model = cues_lib.AreaModel.fit(distances, areas, source=(
+      f'{fit_data.name} {fit_data.split}: clicks simulated with noise {click_config.noise}, '
+      f'instance {click_config.instance}, seed {click_config.seed}; same-instance pairs'))
+  return model, {r['path'] for r in fit_data.records}, (distances, areas)
+
+
+def stage_mil(config, dataset, selected, proposals, features):
+  """Runs MIL; writes localizations.jsonl, area_model.json and TensorBoard summaries."""
+  from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
+  clicks = {pair: clicks_lib.clicks_as_array(c) for pair, c in selected.items()}
+  area_model = None
+  info = {}
+  if config.clicks.num_clicks == 2 and config.mil.uses('box_area'):
+    if config.clicks.source != 'simulated':
+      raise UserError('the box-area cue needs mu(d) fitted on gold clicks with boxes, which real '
+                      'click files do not carry yet: rerun with --cues without box_area')
+    area_model, fit_paths, (distances, areas) = fit_area_model(config, log)
+    overlap = fit_paths & {r['path'] for r in dataset.records}
+    if overlap:
+      raise UserError(f'--area_fit_data shares {len(overlap)} images with the localised data '
+                      f'(e.g. {sorted(overlap)[0]}): fit mu(d) on other images')
+    write_json(os.path.join(config.workdir, 'area_model.json'), dict(
+        area_model.to_dict(), distances=distances.round(3).tolist(),
+        areas=areas.round(1).tolist()))
+    info['area_model'] = area_model.to_dict()
+    log(f'mil: mu(d) = {area_model.a0:.2f} + {area_model.a1:.2f} log d, sigma '
+        f'{area_model.sigma:.2f}, from {area_model.num_pairs} pairs of {area_model.source}')
+  summary_writer = summaries.writer(os.path.join(config.workdir, 'tensorboard'))
+  result = mil_lib.run_mil(
+      dataset.records, dataset.class_names, proposals, features, clicks, config.mil,
+      workdir=config.workdir, area_model=area_model, log=log,
+      on_iteration=lambda iteration, i: summaries.write_iteration(summary_writer, iteration, i))
+  summaries.write_localization_images(
+      summary_writer, dataset.records, {p: s['box'] for p, s in result['selections'].items()}, clicks,
+      dataset.class_names, step=len(result['corloc_per_iteration']) - 1)
+  rows = [{'image_id': image_id, 'class': dataset.class_names[c],
+           'box': [round(float(v), 2) for v in s['box']], 'proposal_index': s['index'],
+           'score': round(s['score'], 6), 'iteration': s['iteration'],
+           'clicks_split': s['split']}
+          for (image_id, c), s in sorted(result['selections'].items())]
+  _write_lines(os.path.join(config.workdir, 'localizations.jsonl'), rows)
+  info.update({k: v for k, v in result.items() if k not in ('selections', 'timings_s')})
+  info['mil_timings_s'] = result['timings_s']
+  info['mil_config'] = dataclasses.asdict(config.mil)
+  return info
+
+
+def _write_lines(path, rows):
+  """Writes JSON Lines atomically."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
+  with os.fdopen(fd, 'w') as f:
+    for row in rows:
+      f.write(json.dumps(row) + '\n')
+  os.replace(tmp, path)
 
 
 def _all_shards_done(cache, config, results, stage):

@@ -8,11 +8,12 @@ import dataclasses
 import os
 
 from click_supervision import clicks as clicks_lib
+from click_supervision import mil as mil_lib
 from click_supervision import precompute
 from click_supervision import proposals as proposals_lib
 
 # Stages in the order they run; later issues add mil, deep_mil, detector, report.
-STAGES = ('data', 'clicks', 'proposals', 'features')
+STAGES = ('data', 'clicks', 'proposals', 'features', 'mil')
 
 
 def default_cache_dir():
@@ -78,6 +79,10 @@ class Config:
     clicks: ClickConfig.
     proposals: `proposals.ProposalConfig`.
     features: `precompute.FeatureConfig`.
+    mil: `mil.MilConfig`.
+    area_fit_data: where mu(d) of the box-area cue is fitted for simulated clicks: `synthetic` (a
+      synthetic set generated with another seed, never the localised images) or a `--dataset`
+      value of held-back data with boxes.
     workdir: output folder of this run (results.json, data_summary.json, clicks, logs).
     stages: tuple of stage names to run, a subset of STAGES, run in STAGES order.
     num_workers, worker_index: this process computes every `num_workers`-th shard of the cached
@@ -88,6 +93,8 @@ class Config:
   proposals: proposals_lib.ProposalConfig = dataclasses.field(
       default_factory=proposals_lib.ProposalConfig)
   features: precompute.FeatureConfig = dataclasses.field(default_factory=precompute.FeatureConfig)
+  mil: mil_lib.MilConfig = dataclasses.field(default_factory=mil_lib.MilConfig)
+  area_fit_data: str = 'synthetic'
   workdir: str = ''
   stages: tuple = STAGES
   num_workers: int = 1
@@ -104,5 +111,7 @@ PRESETS = {
         'dataset': 'synthetic:smoke',
         'max_proposals': 200,
         'feature_short_side': 0,
+        'mil_iterations': 2,
+        'folds': 3,
     },
 }

@@ -131,3 +131,29 @@ def click_distance(clicks):
   """Euclidean distance in pixels between the two clicks of float [2, 2] `(y, x)` clicks."""
   clicks = np.asarray(clicks, np.float64)
   return float(math.hypot(*(clicks[0] - clicks[1])))
+
+
+def same_instance_pairs(dataset, click_rows):
+  """(distance, area) of every pair whose two clicks aimed at the same ground-truth instance.
+
+  The data `AreaModel.fit` uses. Clicks on two different instances are left out: mu(d) models
+  one object's size; two instances are the job of the different-instances rule.
+
+  Args:
+    dataset: `records.Dataset` WITH ground truth, never the images being localised.
+    click_rows: click file rows (`clicks.simulate_clicks`) with `gt_instance`, two annotators.
+  Returns:
+    (distances float64 [N] pixels, areas float64 [N] square pixels).
+  """
+  records = dataset.by_id()
+  by_pair = {}
+  for row in click_rows:
+    by_pair.setdefault((row['image_id'], row['class']), []).append(row)
+  distances, areas = [], []
+  for (image_id, _), rows in sorted(by_pair.items()):
+    if len(rows) < 2 or rows[0]['gt_instance'] != rows[1]['gt_instance']:
+      continue
+    box = records[image_id]['gt_boxes'][rows[0]['gt_instance']]
+    distances.append(math.hypot(rows[0]['x'] - rows[1]['x'], rows[0]['y'] - rows[1]['y']))
+    areas.append(float(box_lib.area(box[None])[0]))
+  return np.array(distances), np.array(areas)

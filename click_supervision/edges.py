@@ -39,7 +39,7 @@ HED_MEAN_BGR = (104.00699, 116.66877, 122.67892)
 # replicating the last row and column, to a multiple of this, so every pooled map covers the
 # image exactly and the side outputs upsample without a sub-pixel shift; the output is cropped
 # back to the image.
-HED_SIZE_MULTIPLE = 32
+HED_SIZE_MULTIPLE = 16
 
 # A StructuredEdgeDetection model file holding only the options block. The constructor divides
 # the number of tree nodes by `numberOfTrees`, so that field must be non-zero (an absent one is

@@ -346,7 +346,9 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
   rng = np.random.default_rng(config.seed)
   timings = {'init': 0.0, 'train': 0.0, 'relocalize': 0.0}
   fingerprint = hashlib.sha256(json.dumps(
-      {'config': dataclasses.asdict(config), 'proposals': proposals.key,
+      # num_iterations is left out: a rerun asking for more iterations continues the old run.
+      {'config': dict(dataclasses.asdict(config), num_iterations=None),
+       'proposals': proposals.key,
        'features': features.key, 'pairs': pairs, 'version': CHECKPOINT_VERSION,
        'area_model': area_model.to_dict() if area_model else None,
        'clicks': {f'{p[0]}/{p[1]}': np.asarray(v).round(3).tolist()

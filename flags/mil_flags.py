@@ -7,6 +7,7 @@ from click_supervision import backbones
 from click_supervision import clicks as clicks_lib
 from click_supervision import config as config_lib
 from click_supervision import datasets
+from click_supervision import mil
 from click_supervision import precompute
 from click_supervision import proposals
 
@@ -68,3 +69,22 @@ NUM_SHARDS = flags.DEFINE_integer('num_shards', 1, 'Split the cached stages (pro
                                   'over this many workers ...', lower_bound=1)
 SHARD_INDEX = flags.DEFINE_integer('shard_index', 0, '... of which this process is number '
                                    'shard_index (0-based).', lower_bound=0)
+
+_MIL = mil.MilConfig
+MIL_ITERATIONS = flags.DEFINE_integer('mil_iterations', _MIL.num_iterations,
+                                      'Maximum MIL re-training / re-localisation rounds.',
+                                      lower_bound=0)
+FOLDS = flags.DEFINE_integer('folds', _MIL.num_folds, 'Folds of multi-fold MIL (1 = plain MIL).',
+                             lower_bound=1)
+CUES = flags.DEFINE_list('cues', list(mil.CUES), 'Cues switched on (ablations): '
+                         f'{",".join(mil.CUES)}.')
+APPEARANCE_WEIGHT = flags.DEFINE_float('appearance_weight', _MIL.appearance_weight,
+                                       'w in S_ap = w * A + (1 - w) * O.', lower_bound=0.0,
+                                       upper_bound=1.0)
+SIGMA_BC = flags.DEFINE_float('sigma_bc', _MIL.sigma_bc, 'Box-center sigma, as a fraction of '
+                              'sqrt(proposal area).', lower_bound=0.0)
+SVM_C = flags.DEFINE_float('svm_c', _MIL.svm_c, 'C of the linear SVMs.', lower_bound=0.0)
+AREA_FIT_DATA = flags.DEFINE_string('area_fit_data', 'synthetic', 'Data with boxes on which mu(d) '
+                                    'of the box-area cue is fitted for simulated clicks: '
+                                    '"synthetic" (another seed) or a --dataset value; never the '
+                                    'localised images.')

@@ -1,0 +1,82 @@
+"""TensorBoard summaries of a run: CorLoc and selection changes per MIL iteration, and images with
+their selected boxes and clicks drawn."""
+
+import cv2
+import numpy as np
+import tensorflow as tf
+
+from click_supervision.datasets import images as images_lib
+
+# Drawing colours (RGB): selected box, ground truth, clicks.
+SELECTED = (255, 64, 0)
+GROUND_TRUTH = (0, 200, 0)
+CLICK = (255, 230, 0)
+
+
+def writer(logdir):
+  """One TensorBoard writer per run (`tf.summary.create_file_writer`)."""
+  return tf.summary.create_file_writer(logdir)
+
+
+def write_iteration(summary_writer, iteration, info):
+  """Scalars `mil/corloc` and `mil/selection_changes` at step `iteration`."""
+  with summary_writer.as_default():
+    tf.summary.scalar('mil/corloc', info['corloc'], step=iteration)
+    tf.summary.scalar('mil/selection_changes', info['changes'], step=iteration)
+  summary_writer.flush()
+
+
+def draw_localizations(record, selections, clicks, class_names, max_side=480):
+  """The image with ground truth (green), selected boxes (orange, class name) and clicks (yellow).
+
+  Args:
+    record: record dict.
+    selections: dict class_index -> box float [4] pixels.
+    clicks: dict class_index -> float [C, 2] `(y, x)` pixels.
+    class_names: list of str.
+    max_side: the drawing is scaled down to at most this many pixels.
+  Returns:
+    uint8 [h, w, 3] RGB.
+  """
+  image = images_lib.load_image(record['path'])
+  scale = min(1.0, max_side / max(image.shape[:2]))
+  if scale < 1.0:
+    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                       interpolation=cv2.INTER_AREA)
+  image = np.array(image)  # A writable copy (PIL arrays are read-only).
+
+  def corners(box):
+    ymin, xmin, ymax, xmax = (np.asarray(box) * scale).round().astype(int)
+    return (xmin, ymin), (max(xmax - 1, xmin), max(ymax - 1, ymin))
+
+  for box, label in zip(record['gt_boxes'], record['gt_labels']):
+    if int(label) in selections:
+      cv2.rectangle(image, *corners(box), GROUND_TRUTH, 1)
+  for label, box in selections.items():
+    top_left, bottom_right = corners(box)
+    cv2.rectangle(image, top_left, bottom_right, SELECTED, 2)
+    cv2.putText(image, class_names[label], (top_left[0] + 2, top_left[1] + 12),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.4, SELECTED, 1, cv2.LINE_AA)
+  for points in clicks.values():
+    for y, x in np.asarray(points).reshape(-1, 2):
+      cv2.circle(image, (int(round(x * scale)), int(round(y * scale))), 4, CLICK, -1)
+  return image
+
+
+def write_localization_images(summary_writer, records, selections, clicks, class_names, step,
+                              num_images=4):
+  """Image summary `mil/localizations` of the first `num_images` records.
+
+  Args:
+    selections: dict `(image_id, class_index)` -> box.
+    clicks: dict `(image_id, class_index)` -> float [C, 2].
+  """
+  with summary_writer.as_default():
+    for index, record in enumerate(records[:num_images]):
+      image_id = record['image_id']
+      boxes = {int(c): selections[(image_id, int(c))] for c in record['image_labels']}
+      points = {int(c): clicks.get((image_id, int(c)), np.zeros((0, 2)))
+                for c in record['image_labels']}
+      drawing = draw_localizations(record, boxes, points, class_names)
+      tf.summary.image(f'mil/localizations/{index}_{image_id}', drawing[None], step=step)
+  summary_writer.flush()
