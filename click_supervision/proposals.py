@@ -55,9 +55,11 @@ Boxes of zero area after conversion and clipping are dropped.
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
+import threading
 import time
 
 import numpy as np
@@ -165,8 +167,10 @@ class ProposalConfig:
       if value not in (EDGE_BOXES, SELECTIVE_SEARCH, 'hed') and os.path.exists(value):
         stat = os.stat(value)
         params[field] = [os.path.abspath(value), stat.st_size, stat.st_mtime_ns]
-    if self.method == SELECTIVE_SEARCH or self.is_precomputed:
-      # Edge parameters do not matter for these methods; keep the key stable when they change.
+    if self.method == SELECTIVE_SEARCH:
+      # Edge parameters do not matter here; keep the key stable when they change.
+      params = {k: params[k] for k in ('method', 'max_boxes', 'short_side')}
+    elif self.is_precomputed:
       params = {k: params[k] for k in ('method', 'max_boxes')}
     return params
 
@@ -342,15 +346,40 @@ class ProposalGenerator:
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(cv2.cvtColor(_resize(image, work_h, work_w), cv2.COLOR_RGB2BGR))
     search.switchToSelectiveSearchFast()
-    rects = search.process()
+    with _C_RAND_LOCK:
+      _seed_c_rand(0)
+      rects = search.process()
     boxes = from_opencv_rects(rects)
     boxes *= np.array([height / work_h, width / work_w] * 2, np.float32)
-    # OpenCV's order is its ranking (regions from the hierarchical grouping, with some
-    # randomisation); there is no score, so O is rank-based (module docstring). The rank is
-    # taken before dropping empty boxes and truncating to max_boxes.
+    # OpenCV's order is its ranking: each region's hierarchy level times a random number from
+    # C's rand(), ascending, as in the Selective Search paper. There is no score, so O is
+    # rank-based (module docstring), taken before dropping empty boxes and truncating.
     scores = rank_scores(len(boxes))
     boxes, scores = _finish(boxes, scores, height, width, self.config.max_boxes)
     return boxes, scores, {'edges': 0.0, 'thinning': 0.0, 'boxes': time.perf_counter() - start}
+
+
+_C_RAND_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _libc():
+  import ctypes  # pylint: disable=g-import-not-at-top
+  import ctypes.util  # pylint: disable=g-import-not-at-top
+  name = ctypes.util.find_library('c') or ctypes.util.find_library('msvcrt')
+  try:
+    return ctypes.CDLL(name)
+  except OSError:
+    return None
+
+
+def _seed_c_rand(seed):
+  """Seeds C's `rand()`, which OpenCV's Selective Search ranks regions with (not cv::RNG, so
+  `cv2.setRNGSeed` has no effect): with it the box order, hence O, is the same on every run.
+  Where the C library cannot be loaded the order stays random (the box set does not change)."""
+  libc = _libc()
+  if libc is not None and hasattr(libc, 'srand'):
+    libc.srand(seed)
 
 
 # ----------------------------------------------------------------------------------------------
