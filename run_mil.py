@@ -81,6 +81,7 @@ def config_from_flags():
   mil_config = mil_lib.MilConfig(
       num_folds=flag(mil_flags.FOLDS), num_iterations=flag(mil_flags.MIL_ITERATIONS), cues=cues,
       appearance_weight=mil_flags.APPEARANCE_WEIGHT.value, sigma_bc=mil_flags.SIGMA_BC.value,
+      init=mil_flags.MIL_INIT.value, trainer=flag(mil_flags.MIL_TRAINER),
       svm_c=mil_flags.SVM_C.value, seed=mil_flags.SEED.value)
   workdir = mil_flags.WORKDIR.value or os.path.join(
       'runs', f'{datasets.dataset_slug(data.dataset)}_{data.split}_clicks{click_config.num_clicks}'

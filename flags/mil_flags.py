@@ -83,6 +83,14 @@ APPEARANCE_WEIGHT = flags.DEFINE_float('appearance_weight', _MIL.appearance_weig
                                        upper_bound=1.0)
 SIGMA_BC = flags.DEFINE_float('sigma_bc', _MIL.sigma_bc, 'Box-center sigma, as a fraction of '
                               'sqrt(proposal area).', lower_bound=0.0)
+MIL_INIT = flags.DEFINE_enum('mil_init', _MIL.init, ['window', 'cues'],
+                             'First selection of each pair: the whole image or the window '
+                             'centered on the click (the paper), or the cue-only choice '
+                             '(BUILD_NOTES).')
+MIL_TRAINER = flags.DEFINE_enum('mil_trainer', _MIL.trainer, ['svm', 'lda'],
+                                'Appearance model of MIL: linear SVMs with hard-negative mining '
+                                '(the paper) or closed-form LDA with a shared background '
+                                'covariance (BUILD_NOTES).')
 SVM_C = flags.DEFINE_float('svm_c', _MIL.svm_c, 'C of the linear SVMs.', lower_bound=0.0)
 AREA_FIT_DATA = flags.DEFINE_string('area_fit_data', 'synthetic', 'Data with boxes on which mu(d) '
                                     'of the box-area cue is fitted for simulated clicks: '

@@ -111,9 +111,35 @@ def test_unknown_cue_is_rejected():
     mil.MilConfig(cues=('objectness', 'telepathy'))
 
 
-def test_tiny_problem_is_solved_without_clicks(tmp_path):
+def test_unknown_trainer_is_rejected():
+  with pytest.raises(ValueError, match='unknown trainer'):
+    mil.MilConfig(trainer='boosting')
+
+
+def test_lda_points_from_background_to_the_positives():
+  rng = np.random.default_rng(0)
+  # Background with one high-variance direction (axis 0) and small variance elsewhere.
+  background = rng.normal(size=(500, 4)) * np.array([5.0, 0.5, 0.5, 0.5])
+  precision = mil.background_statistics(background)
+  negative_means = background.mean(axis=0)[None]
+  # Positives differ from the background mean equally along axes 0 and 1; LDA must weight the
+  # low-variance axis 1 about (5 / 0.5)^2 = 100 times more.
+  positives = [np.tile(np.array([[1.0, 1.0, 0.0, 0.0]]), (4, 1)) + negative_means]
+  folds = [np.array([0, 0, 1, 1])]
+  config = mil.MilConfig(num_folds=2)
+  weights, biases = mil.train_lda(positives, folds, negative_means, precision, 1, 4, config)
+  for fold in range(2):
+    w = weights[fold, 0]
+    assert w[1] > 30 * abs(w[0]) and abs(w[2]) < 0.2 * w[1]
+    # The bias puts the decision boundary halfway: positives score > 0, the background mean < 0.
+    assert positives[0][0] @ w + biases[fold, 0] > 0 > negative_means[0] @ w + biases[fold, 0]
+
+
+@pytest.mark.parametrize('trainer', mil.TRAINERS)
+def test_tiny_problem_is_solved_without_clicks(tmp_path, trainer):
   records, class_names, proposals, features = tiny_problem(tmp_path)
-  config = mil.MilConfig(num_folds=2, num_iterations=4, negatives_per_image=6, num_threads=1)
+  config = mil.MilConfig(num_folds=2, num_iterations=4, negatives_per_image=6, num_threads=1,
+                         trainer=trainer)
   result = mil.run_mil(records, class_names, proposals, features, {}, config, log=lambda m: None)
   # Initialisation = whole image (IoU with the 10 x 10 objects < 0.5); MIL finds every object.
   assert result['corloc_per_iteration'][0] == 0.0
@@ -155,3 +181,26 @@ def test_deterministic(tmp_path):
           for _ in range(2)]
   assert ({p: s['index'] for p, s in runs[0]['selections'].items()} ==
           {p: s['index'] for p, s in runs[1]['selections'].items()})
+
+
+def test_cue_initialisation_starts_from_the_cue_only_choice(tmp_path):
+  records, class_names, proposals, features = tiny_problem(tmp_path, seed=1)
+  # One click on each object: O x s_bc already finds it, so the cue start is perfect while the
+  # paper's whole-image start is not.
+  clicks = {}
+  for record in records:
+    box = record['gt_boxes'][0]
+    clicks[(record['image_id'], int(record['image_labels'][0]))] = np.array(
+        [[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]], np.float32)
+  quiet = lambda m: None
+  for init, expected_start in (('cues', 1.0), ('window', None)):
+    config = mil.MilConfig(num_folds=2, num_iterations=1, negatives_per_image=6, num_threads=1,
+                           init=init, trainer='lda')
+    result = mil.run_mil(records, class_names, proposals, features, clicks, config, log=quiet)
+    assert result['corloc_cue_only'] == 1.0
+    if expected_start is not None:
+      assert result['corloc_per_iteration'][0] == expected_start
+    else:
+      assert result['corloc_per_iteration'][0] < 1.0
+  with pytest.raises(ValueError, match='unknown init'):
+    mil.MilConfig(init='random')
