@@ -82,7 +82,8 @@ def config_from_flags():
       num_folds=flag(mil_flags.FOLDS), num_iterations=flag(mil_flags.MIL_ITERATIONS), cues=cues,
       appearance_weight=mil_flags.APPEARANCE_WEIGHT.value, sigma_bc=mil_flags.SIGMA_BC.value,
       init=mil_flags.MIL_INIT.value, trainer=flag(mil_flags.MIL_TRAINER),
-      svm_c=mil_flags.SVM_C.value, seed=mil_flags.SEED.value)
+      near_miss_negatives=mil_flags.NEAR_MISS_NEGATIVES.value, svm_c=mil_flags.SVM_C.value,
+      seed=mil_flags.SEED.value)
   workdir = mil_flags.WORKDIR.value or os.path.join(
       'runs', f'{datasets.dataset_slug(data.dataset)}_{data.split}_clicks{click_config.num_clicks}'
       f'_seed{click_config.seed}')

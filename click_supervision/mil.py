@@ -73,6 +73,13 @@ class MilConfig:
       hard-negative mining) or `lda` (linear discriminant analysis with one shared background
       covariance, as in Hariharan et al. ECCV 2012: w = (Sigma + shrinkage)^-1 (mu_pos - mu_neg);
       closed form, no mining, about a thousand times faster; see BUILD_NOTES for the comparison).
+    near_miss_negatives: per positive pair and iteration, up to this many proposals of the
+      pair's own image overlapping its current selection with IoU in [0.1, 0.5) (Fast R-CNN's
+      background rule) become negatives of the class, teaching the model the difference between
+      the object and boxes too big around it or on a part of it, the commonest errors (0 = off,
+      as in the paper). They are taken from the selections of the cue initialisation and of every
+      re-localisation, and like positives are held out of their own fold's model. SVM: added to
+      the negatives; LDA: mu_neg = the mean of the background mean and the near-miss mean.
     svm_c: LinearSVC C (features are L2-normalised).
     negatives_per_image: random proposals per negative image in the first negative pool.
     max_negatives: cap on each class's pool of hard negatives.
@@ -90,6 +97,7 @@ class MilConfig:
   sigma_ba: float | None = None
   init: str = 'window'
   trainer: str = 'svm'
+  near_miss_negatives: int = 0
   svm_c: float = 1.0
   negatives_per_image: int = 20
   max_negatives: int = 5000
@@ -253,7 +261,7 @@ def _fit_svm(positives, negatives, c, seed):
 
 
 def train_models(positive_features, positive_folds, negatives, num_classes, dim, config,
-                 iteration):
+                 iteration, near_misses=None):
   """Trains the per-(fold, class) SVMs, `num_threads` at a time (liblinear releases the GIL).
 
   Model (k, c) trains on the selected positives of class c outside fold k (all of them with one
@@ -267,6 +275,8 @@ def train_models(positive_features, positive_folds, negatives, num_classes, dim,
     num_classes, dim: sizes.
     config: MilConfig.
     iteration: for the solver seeds.
+    near_misses: optional list over classes of (features float32 [M, D], folds int [M]): extra
+      negatives, held out of their own fold's model.
   Returns:
     (weights float32 [K, C, D], biases float32 [K, C]); a (fold, class) without positives or
     negatives gets a zero model.
@@ -278,10 +288,14 @@ def train_models(positive_features, positive_folds, negatives, num_classes, dim,
   with concurrent.futures.ThreadPoolExecutor(config.num_threads) as pool:
     for c in range(num_classes):
       for fold in range(k):
-        train = positive_folds[c] != fold if k > 1 else np.ones(len(positive_folds[c]), bool)
-        if train.any() and len(negatives[c]):
+        train = _outside_fold(positive_folds[c], fold, k)
+        fold_negatives = negatives[c]
+        if near_misses is not None and len(near_misses[c][0]):
+          near = _outside_fold(near_misses[c][1], fold, k)
+          fold_negatives = np.concatenate([negatives[c], near_misses[c][0][near]])
+        if train.any() and len(fold_negatives):
           seed = (config.seed * 1000003 + iteration * 1009 + c * 31 + fold) % (2 ** 31)
-          jobs[(fold, c)] = pool.submit(_fit_svm, positive_features[c][train], negatives[c],
+          jobs[(fold, c)] = pool.submit(_fit_svm, positive_features[c][train], fold_negatives,
                                         config.svm_c, seed)
     for (fold, c), job in jobs.items():
       weights[fold, c], biases[fold, c] = job.result()
@@ -302,25 +316,59 @@ def background_statistics(samples):
   return LedoitWolf().fit(samples.astype(np.float64)).precision_
 
 
+def _outside_fold(folds, fold, num_folds):
+  return folds != fold if num_folds > 1 else np.ones(len(folds), bool)
+
+
 def train_lda(positive_features, positive_folds, negative_means, precision, num_classes, dim,
-              config):
+              config, near_misses=None):
   """Per-(fold, class) LDA models in closed form: w = P (mu_pos - mu_neg), b = -w.(mu_pos +
   mu_neg) / 2, with P the shared background precision and mu_neg the mean of class c's random
-  negatives. Same arguments and returns as `train_models`, plus `negative_means` float32 [C, D]
-  and `precision` float64 [D, D]."""
+  negatives (averaged with the mean of its near misses outside the fold, when there are any).
+  Same arguments and returns as `train_models`, plus `negative_means` float32 [C, D] and
+  `precision` float64 [D, D]."""
   k = config.num_folds
   weights = np.zeros((k, num_classes, dim), np.float32)
   biases = np.zeros((k, num_classes), np.float32)
   for c in range(num_classes):
     for fold in range(k):
-      train = positive_folds[c] != fold if k > 1 else np.ones(len(positive_folds[c]), bool)
+      train = _outside_fold(positive_folds[c], fold, k)
       if not train.any():
         continue
       mu_pos = positive_features[c][train].mean(axis=0).astype(np.float64)
-      w = precision @ (mu_pos - negative_means[c])
+      mu_neg = negative_means[c]
+      if near_misses is not None:
+        near_features, near_folds = near_misses[c]
+        near = _outside_fold(near_folds, fold, k)
+        if near.any():
+          mu_neg = (mu_neg + near_features[near].mean(axis=0)) / 2
+      w = precision @ (mu_pos - mu_neg)
       weights[fold, c] = w
-      biases[fold, c] = -w @ (mu_pos + negative_means[c]) / 2
+      biases[fold, c] = -w @ (mu_pos + mu_neg) / 2
   return weights, biases
+
+
+def near_miss_indices(boxes, index, count, rng):
+  """Up to `count` proposals (random, seeded) overlapping proposal `index` with IoU in
+  [0.1, 0.5): int [<= count]."""
+  iou = box_lib.pairwise_iou(boxes[index][None], boxes)[0]
+  candidates = np.flatnonzero((iou >= 0.1) & (iou < 0.5))
+  if len(candidates) > count:
+    candidates = np.sort(rng.choice(candidates, count, replace=False))
+  return candidates
+
+
+def _collect_near_misses(collected, num_classes, dim):
+  """[(class, fold, features [n, D])] -> list over classes of (features [M, D], folds [M])."""
+  result = []
+  for c in range(num_classes):
+    parts = [(f, fold) for cc, fold, f in collected if cc == c and len(f)]
+    if parts:
+      result.append((np.concatenate([f for f, _ in parts]),
+                     np.concatenate([np.full(len(f), fold) for f, fold in parts])))
+    else:
+      result.append((np.zeros((0, dim), np.float32), np.zeros(0, np.int64)))
+  return result
 
 
 def update_negatives(pool, candidates, w, b, config):
@@ -416,6 +464,7 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
   split = np.zeros(len(pairs), bool)
   pair_boxes = [None] * len(pairs)
   negative_samples, negative_labels = [], []
+  near_collected = []
   for image_id, boxes, objectness, feats in iter_bags(proposals, features):
     record = by_id[image_id]
     o = normalize_per_image(objectness)
@@ -434,6 +483,10 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
       if selected_features is None:
         selected_features = np.zeros((len(pairs), feats.shape[1]), np.float32)
       selected_features[i] = feats[selected_index[i]]
+      if config.near_miss_negatives and config.init == 'cues':
+        # (The paper's whole-image start has no near misses worth the name.)
+        near = near_miss_indices(boxes, selected_index[i], config.near_miss_negatives, rng)
+        near_collected.append((int(c), folds[image_id], feats[near]))
     # A random sample of each image's proposals; used as negatives of the classes it lacks.
     take = rng.choice(len(feats), min(config.negatives_per_image, len(feats)), replace=False)
     negative_samples.append(feats[take])
@@ -444,6 +497,8 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
   negative_samples = np.concatenate(negative_samples)
   negative_labels = np.concatenate(negative_labels)
   negatives = [negative_samples[~negative_labels[:, c]] for c in range(num_classes)]
+  near_misses = (_collect_near_misses(near_collected, num_classes, dim)
+                 if config.near_miss_negatives else None)
   if config.trainer == 'lda':
     precision = background_statistics(negative_samples)
     negative_means = np.stack([n.mean(axis=0) if len(n) else negative_samples.mean(axis=0)
@@ -471,6 +526,9 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
     selected_score = state['selected_score']
     selected_iteration = state['selected_iteration']
     negatives = [state[f'negatives_{c}'] for c in range(num_classes)]
+    if near_misses is not None:
+      near_misses = [(state[f'near_miss_{c}'], state[f'near_miss_folds_{c}'])
+                     for c in range(num_classes)]
     corloc_per_iteration = list(state['corloc_per_iteration'])
     changes_per_iteration = list(state['changes_per_iteration'])
     first_iteration = int(state['iteration']) + 1
@@ -488,10 +546,10 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
     positive_folds = [pair_fold[pair_class == c] for c in range(num_classes)]
     if config.trainer == 'lda':
       weights, biases = train_lda(positive_features, positive_folds, negative_means, precision,
-                                  num_classes, dim, config)
+                                  num_classes, dim, config, near_misses)
     else:
       weights, biases = train_models(positive_features, positive_folds, negatives, num_classes,
-                                     dim, config, iteration)
+                                     dim, config, iteration, near_misses)
     mean_w, mean_b = weights.mean(axis=0), biases.mean(axis=0)
     timings['train'] += time.time() - start
 
@@ -500,6 +558,8 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
     new_index = selected_index.copy()
     new_features = selected_features.copy()
     candidates = [[] for _ in range(num_classes)]
+    near_collected = []
+    near_rng = np.random.default_rng([config.seed, iteration])
     for image_id, boxes, objectness, feats in iter_bags(proposals, features):
       record = by_id[image_id]
       o = normalize_per_image(objectness) if config.uses('objectness') else None
@@ -513,6 +573,9 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
         new_index[i] = int(np.argmax(score))
         new_features[i] = feats[new_index[i]]
         selected_score[i] = score[new_index[i]]
+        if config.near_miss_negatives:
+          near = near_miss_indices(boxes, new_index[i], config.near_miss_negatives, near_rng)
+          near_collected.append((int(c), fold, feats[near]))
       absent = np.setdiff1d(np.arange(num_classes), record['image_labels'])
       if len(absent) and config.trainer == 'svm':  # LDA has no use for mined negatives.
         scores = feats @ mean_w[absent].T + mean_b[absent]
@@ -526,6 +589,8 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
       if candidates[c]:
         negatives[c] = update_negatives(negatives[c], np.concatenate(candidates[c]), mean_w[c],
                                         mean_b[c], config)
+    if config.near_miss_negatives:
+      near_misses = _collect_near_misses(near_collected, num_classes, dim)
     timings['relocalize'] += time.time() - start
 
     changed = int((new_index != selected_index).sum())
@@ -542,6 +607,9 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
                'corloc_per_iteration': np.array(corloc_per_iteration),
                'changes_per_iteration': np.array(changes_per_iteration)}
       state.update({f'negatives_{c}': negatives[c] for c in range(num_classes)})
+      if near_misses is not None:
+        state.update({f'near_miss_{c}': near_misses[c][0] for c in range(num_classes)})
+        state.update({f'near_miss_folds_{c}': near_misses[c][1] for c in range(num_classes)})
       _save_state(workdir, state)
     if on_iteration is not None:
       on_iteration(iteration, {'corloc': corloc_per_iteration[-1], 'changes': changed})

@@ -91,6 +91,10 @@ MIL_TRAINER = flags.DEFINE_enum('mil_trainer', _MIL.trainer, ['svm', 'lda'],
                                 'Appearance model of MIL: linear SVMs with hard-negative mining '
                                 '(the paper) or closed-form LDA with a shared background '
                                 'covariance (BUILD_NOTES).')
+NEAR_MISS_NEGATIVES = flags.DEFINE_integer(
+    'near_miss_negatives', _MIL.near_miss_negatives, 'Per positive pair and iteration, proposals '
+    'overlapping its selection with IoU in [0.1, 0.5) used as negatives of the class (0 = off).',
+    lower_bound=0)
 SVM_C = flags.DEFINE_float('svm_c', _MIL.svm_c, 'C of the linear SVMs.', lower_bound=0.0)
 AREA_FIT_DATA = flags.DEFINE_string('area_fit_data', 'synthetic', 'Data with boxes on which mu(d) '
                                     'of the box-area cue is fitted for simulated clicks: '

@@ -204,3 +204,42 @@ def test_cue_initialisation_starts_from_the_cue_only_choice(tmp_path):
       assert result['corloc_per_iteration'][0] < 1.0
   with pytest.raises(ValueError, match='unknown init'):
     mil.MilConfig(init='random')
+
+
+def test_near_miss_indices_follow_the_fast_rcnn_background_rule():
+  boxes = np.array([[0, 0, 10, 10],     # the selection
+                    [0, 0, 10, 10],     # IoU 1
+                    [0, 0, 10, 20],     # IoU 0.5: not a near miss
+                    [0, 0, 10, 30],     # IoU 1/3
+                    [0, 0, 10, 100],    # IoU 0.1
+                    [0, 0, 10, 101],    # IoU < 0.1
+                    [50, 50, 60, 60]],  # disjoint
+                   np.float32)
+  rng = np.random.default_rng(0)
+  np.testing.assert_array_equal(mil.near_miss_indices(boxes, 0, 10, rng), [3, 4])
+  assert len(mil.near_miss_indices(boxes, 0, 1, rng)) == 1
+
+
+@pytest.mark.parametrize('trainer', mil.TRAINERS)
+def test_near_misses_train_and_resume(tmp_path, trainer):
+  records, class_names, proposals, features = tiny_problem(tmp_path, seed=2)
+  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=6, num_threads=1,
+                         trainer=trainer, init='cues', near_miss_negatives=3)
+  quiet = lambda m: None
+  reference = mil.run_mil(records, class_names, proposals, features, {}, config,
+                          workdir=str(tmp_path / 'ref'), log=quiet)
+  assert reference['corloc'] == 1.0
+
+  def kill_after_first(iteration, info):
+    if iteration == 1:
+      raise KeyboardInterrupt('killed')
+
+  workdir = str(tmp_path / 'killed')
+  with pytest.raises(KeyboardInterrupt):
+    mil.run_mil(records, class_names, proposals, features, {}, config, workdir=workdir,
+                log=quiet, on_iteration=kill_after_first)
+  resumed = mil.run_mil(records, class_names, proposals, features, {}, config, workdir=workdir,
+                        log=quiet)
+  assert resumed['corloc_per_iteration'] == reference['corloc_per_iteration']
+  assert ({p: s['index'] for p, s in resumed['selections'].items()} ==
+          {p: s['index'] for p, s in reference['selections'].items()})
