@@ -73,6 +73,9 @@ class MilConfig:
       hard-negative mining) or `lda` (linear discriminant analysis with one shared background
       covariance, as in Hariharan et al. ECCV 2012: w = (Sigma + shrinkage)^-1 (mu_pos - mu_neg);
       closed form, no mining, about a thousand times faster; see BUILD_NOTES for the comparison).
+    rerank_top: with clicks, re-localisation chooses only among the pair's `rerank_top` best
+      proposals by the cue-only score O x cue (0 = among all, as in the paper): the clicks pick
+      the candidates, the appearance model decides between them.
     near_miss_negatives: per positive pair and iteration, up to this many proposals of the
       pair's own image overlapping its current selection with IoU in [0.1, 0.5) (Fast R-CNN's
       background rule) become negatives of the class, teaching the model the difference between
@@ -97,6 +100,7 @@ class MilConfig:
   sigma_ba: float | None = None
   init: str = 'window'
   trainer: str = 'svm'
+  rerank_top: int = 0
   near_miss_negatives: int = 0
   svm_c: float = 1.0
   negatives_per_image: int = 20
@@ -462,6 +466,7 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
   selected_index = np.zeros(len(pairs), np.int64)
   selected_features = None
   split = np.zeros(len(pairs), bool)
+  pair_has_clicks = np.zeros(len(pairs), bool)
   pair_boxes = [None] * len(pairs)
   negative_samples, negative_labels = [], []
   near_collected = []
@@ -472,6 +477,7 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
       i = pair_index[(image_id, int(c))]
       clicks = np.asarray(selected_clicks.get((image_id, int(c)), np.zeros((0, 2))), np.float32)
       cue, center, split[i] = pair_cue(boxes, o, clicks, area_model, config)
+      pair_has_clicks[i] = len(clicks) > 0
       pair_cues[i] = cue
       pair_boxes[i] = boxes
       cue_only_index[i] = int(np.argmax((o if config.uses('objectness') else 1.0) * cue))
@@ -570,6 +576,10 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
         s_ap = a if o is None else (config.appearance_weight * a +
                                     (1.0 - config.appearance_weight) * o)
         score = s_ap * pair_cues[i]
+        if config.rerank_top and pair_has_clicks[i]:
+          cue_only = (o if o is not None else 1.0) * pair_cues[i]
+          outside = np.argsort(-cue_only, kind='stable')[config.rerank_top:]
+          score[outside] = -1.0
         new_index[i] = int(np.argmax(score))
         new_features[i] = feats[new_index[i]]
         selected_score[i] = score[new_index[i]]

@@ -1,6 +1,8 @@
 """Tests of the MIL learner: folds, the different-instances rule, pair cues, a tiny case with a
 known answer, resume after a kill, determinism."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -243,3 +245,21 @@ def test_near_misses_train_and_resume(tmp_path, trainer):
   assert resumed['corloc_per_iteration'] == reference['corloc_per_iteration']
   assert ({p: s['index'] for p, s in resumed['selections'].items()} ==
           {p: s['index'] for p, s in reference['selections'].items()})
+
+
+def test_rerank_top_keeps_the_choice_among_the_cue_candidates(tmp_path):
+  records, class_names, proposals, features = tiny_problem(tmp_path, seed=4)
+  # Every click at the center of proposal 5 ([10, 10, 22, 22]), never the object: O x s_bc ranks
+  # proposal 5 first, so with rerank_top=1 the appearance model has no other candidate.
+  clicks = {(r['image_id'], int(r['image_labels'][0])): np.array([[16.0, 16.0]], np.float32)
+            for r in records}
+  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=6, num_threads=1,
+                         trainer='lda', init='cues', rerank_top=1)
+  result = mil.run_mil(records, class_names, proposals, features, clicks, config,
+                       log=lambda m: None)
+  assert {s['index'] for s in result['selections'].values()} == {5}
+  # With two: the cue's second best is the whole image (center 5.7 px from the click, sigma
+  # 0.1 x 40 px); the objects' centers are 9-13 px away at sigma about 1 px.
+  wider = mil.run_mil(records, class_names, proposals, features, clicks,
+                      dataclasses.replace(config, rerank_top=2), log=lambda m: None)
+  assert {s['index'] for s in wider['selections'].values()} <= {0, 5}
