@@ -91,6 +91,9 @@ MIL_TRAINER = flags.DEFINE_enum('mil_trainer', _MIL.trainer, ['svm', 'lda'],
                                 'Appearance model of MIL: linear SVMs with hard-negative mining '
                                 '(the paper) or closed-form LDA with a shared background '
                                 'covariance (BUILD_NOTES).')
+RERANK_TOP = flags.DEFINE_integer(
+    'rerank_top', _MIL.rerank_top, 'With clicks, re-localise only among the pair\'s N best '
+    'proposals by O x cue (0 = all, the paper).', lower_bound=0)
 NEAR_MISS_NEGATIVES = flags.DEFINE_integer(
     'near_miss_negatives', _MIL.near_miss_negatives, 'Per positive pair and iteration, proposals '
     'overlapping its selection with IoU in [0.1, 0.5) used as negatives of the class (0 = off).',

@@ -1,0 +1,47 @@
+"""The CorLoc benchmark's run plan covers issue 4's matrix with valid driver flags."""
+
+import importlib.util
+import os
+
+from click_supervision import mil
+from flags import mil_flags
+
+_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks', 'corloc.py')
+
+
+def _load():
+  spec = importlib.util.spec_from_file_location('corloc_benchmark', _PATH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_plan_covers_clicks_noise_instances_and_ablations():
+  corloc = _load()
+  runs = corloc.planned_runs(corloc.GROUPS)
+  names = [name for name, _, _ in runs]
+  assert len(names) == len(set(names)) == 22
+  main = {f['clicks'] for _, group, f in runs if group == 'main'}
+  assert main == {0, 1, 2}
+  noise = {(f['clicks'], f['click_noise']) for _, _, f in runs if f['click_instance'] == 'area'
+           and 'cues' not in f and 'folds' not in f}
+  assert noise == {(0, 0.1)} | {(c, n) for c in (1, 2) for n in (0.0, 0.05, 0.1, 0.2)}
+  instances = {(f['clicks'], f['click_instance']) for _, _, f in runs}
+  assert {(c, i) for c in (1, 2) for i in ('uniform', 'area', 'largest')} <= instances
+  for _, _, run_flags in runs:
+    # Every flag the plan passes exists in the driver, and every cue list is valid.
+    assert all(name in mil_flags.flags.FLAGS for name in run_flags)
+    if 'cues' in run_flags:
+      cues = run_flags['cues'].split(',')
+      assert set(cues) < set(mil.CUES) and len(cues) == len(mil.CUES) - 1
+
+
+def test_area_fit_data_prefers_real_photos_when_present(monkeypatch, tmp_path):
+  corloc = _load()
+  monkeypatch.setattr(corloc, 'TINYCOCO', str(tmp_path / 'absent'))
+  assert corloc.default_area_fit_data() == 'synthetic'
+  annotations = tmp_path / 'tinycoco' / 'annotations'
+  annotations.mkdir(parents=True)
+  (annotations / 'instances_train2017.json').write_text('{}')
+  monkeypatch.setattr(corloc, 'TINYCOCO', str(tmp_path / 'tinycoco'))
+  assert corloc.default_area_fit_data().startswith('coco:')
