@@ -302,6 +302,11 @@ def stage_mil(config, dataset, selected, proposals, features):
     if config.clicks.source != 'simulated':
       raise UserError('the box-area cue needs mu(d) fitted on gold clicks with boxes, which real '
                       'click files do not carry yet: rerun with --cues without box_area')
+    if config.area_fit_data == 'synthetic' and not config.data.dataset.startswith('synthetic'):
+      log('mil: warning: mu(d) of the box-area cue is fitted on the synthetic set, which does not '
+          'transfer to photos (on the VOC sample it lowered two-click cue-only CorLoc from 0.52 '
+          'to 0.45; fitted on other photos it raised it to 0.58, BUILD_NOTES): pass '
+          '--area_fit_data=<other photos with boxes>, e.g. coco:ANNOTATIONS:IMAGES')
     area_model, fit_paths, (distances, areas) = fit_area_model(config, log)
     overlap = fit_paths & {r['path'] for r in dataset.records}
     if overlap:
