@@ -307,7 +307,13 @@ def stage_mil(config, dataset, selected, proposals, features):
           'transfer to photos (on the VOC sample it lowered two-click cue-only CorLoc from 0.52 '
           'to 0.45; fitted on other photos it raised it to 0.58, BUILD_NOTES): pass '
           '--area_fit_data=<other photos with boxes>, e.g. coco:ANNOTATIONS:IMAGES')
-    area_model, fit_paths, (distances, areas) = fit_area_model(config, log)
+    try:
+      area_model, fit_paths, (distances, areas) = fit_area_model(config, log)
+    except ValueError as e:
+      area_model = None
+      info['box_area_cue_off'] = str(e)
+      log(f'mil: box-area cue off: {e}')
+  if area_model is not None:
     overlap = fit_paths & {r['path'] for r in dataset.records}
     if overlap:
       raise UserError(f'--area_fit_data shares {len(overlap)} images with the localised data '

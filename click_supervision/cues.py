@@ -105,7 +105,7 @@ class AreaModel:
     Returns:
       AreaModel.
     Raises:
-      ValueError with fewer than 3 pairs.
+      ValueError with fewer than 3 pairs, or when all distances are equal (noise-free clicks).
     """
     distances = np.asarray(distances, np.float64)
     areas = np.asarray(areas, np.float64)
@@ -113,6 +113,11 @@ class AreaModel:
       raise ValueError(f'fitting mu(d) needs >= 3 (distance, area) pairs, got {len(distances)}')
     x = np.log(np.maximum(distances, min_distance))
     y = np.log(np.maximum(areas, 1.0))
+    if np.ptp(x) < 1e-6:
+      # E.g. clicks simulated without noise: every pair clicks one pixel, d = 0 says nothing
+      # about size and the slope is undetermined.
+      raise ValueError(f'fitting mu(d) needs varied inter-click distances; all {len(x)} pairs are '
+                       f'{np.exp(x[0]):.1f} px apart')
     design = np.stack([np.ones_like(x), x], axis=1)
     (a0, a1), *_ = np.linalg.lstsq(design, y, rcond=None)
     residual = y - design @ np.array([a0, a1])

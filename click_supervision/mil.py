@@ -73,6 +73,8 @@ class MilConfig:
       hard-negative mining) or `lda` (linear discriminant analysis with one shared background
       covariance, as in Hariharan et al. ECCV 2012: w = (Sigma + shrinkage)^-1 (mu_pos - mu_neg);
       closed form, no mining, about a thousand times faster; see BUILD_NOTES for the comparison).
+    normalization: how A and O of an image are brought to [0, 1] before mixing: `minmax` or
+      `rank` (percentile within the image); see `normalize_per_image`.
     rerank_top: with clicks, re-localisation chooses only among the pair's `rerank_top` best
       proposals by the cue-only score O x cue (0 = among all, as in the paper): the clicks pick
       the candidates, the appearance model decides between them.
@@ -94,12 +96,13 @@ class MilConfig:
   num_iterations: int = 5
   cues: tuple = CUES
   appearance_weight: float = 0.5
-  sigma_bc: float = 0.1
+  sigma_bc: float = 0.15
   sigma_bc_relative: bool = True
   sigma_bc_two_clicks_factor: float = 0.7071
   sigma_ba: float | None = None
   init: str = 'window'
   trainer: str = 'svm'
+  normalization: str = 'minmax'
   rerank_top: int = 0
   near_miss_negatives: int = 0
   svm_c: float = 1.0
@@ -114,6 +117,8 @@ class MilConfig:
     if unknown:
       raise ValueError(f'unknown cues {sorted(unknown)}; cues are {CUES}')
     object.__setattr__(self, 'cues', tuple(c for c in CUES if c in self.cues))
+    if self.normalization not in ('minmax', 'rank'):
+      raise ValueError(f'unknown normalization {self.normalization!r}; choices are minmax, rank')
     if self.init not in INITS:
       raise ValueError(f'unknown init {self.init!r}; choices are {INITS}')
     if self.trainer not in TRAINERS:
@@ -156,9 +161,13 @@ def iter_bags(proposals, features, image_ids=None):
              feats)
 
 
-def normalize_per_image(scores):
-  """Min-max over one image's proposals -> [0, 1] (all equal -> all 1)."""
+def normalize_per_image(scores, method='minmax'):
+  """One image's proposal scores -> [0, 1]: `minmax` (all equal -> all 1) or `rank` (the
+  fraction of the image's proposals scoring at most as high; ties share the highest rank)."""
   scores = np.asarray(scores, np.float32)
+  if method == 'rank':
+    order = np.sort(scores)
+    return (np.searchsorted(order, scores, side='right') / len(scores)).astype(np.float32)
   low, high = scores.min(), scores.max()
   if high - low < 1e-12:
     return np.ones_like(scores)
@@ -472,7 +481,7 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
   near_collected = []
   for image_id, boxes, objectness, feats in iter_bags(proposals, features):
     record = by_id[image_id]
-    o = normalize_per_image(objectness)
+    o = normalize_per_image(objectness, config.normalization)
     for c in record['image_labels']:
       i = pair_index[(image_id, int(c))]
       clicks = np.asarray(selected_clicks.get((image_id, int(c)), np.zeros((0, 2))), np.float32)
@@ -568,11 +577,12 @@ def run_mil(records, class_names, proposals, features, selected_clicks, config, 
     near_rng = np.random.default_rng([config.seed, iteration])
     for image_id, boxes, objectness, feats in iter_bags(proposals, features):
       record = by_id[image_id]
-      o = normalize_per_image(objectness) if config.uses('objectness') else None
+      o = (normalize_per_image(objectness, config.normalization) if config.uses('objectness')
+           else None)
       fold = folds[image_id]
       for c in record['image_labels']:
         i = pair_index[(image_id, int(c))]
-        a = normalize_per_image(feats @ weights[fold, c] + biases[fold, c])
+        a = normalize_per_image(feats @ weights[fold, c] + biases[fold, c], config.normalization)
         s_ap = a if o is None else (config.appearance_weight * a +
                                     (1.0 - config.appearance_weight) * o)
         score = s_ap * pair_cues[i]

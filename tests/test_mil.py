@@ -60,6 +60,11 @@ def test_assign_folds_balanced_and_seeded():
 def test_normalize_per_image():
   np.testing.assert_allclose(mil.normalize_per_image([2.0, 4.0, 3.0]), [0, 1, 0.5])
   np.testing.assert_array_equal(mil.normalize_per_image([7.0, 7.0]), [1, 1])
+  # Rank: the fraction of proposals scoring at most as high; ties share the higher rank.
+  np.testing.assert_allclose(mil.normalize_per_image([3.0, 1.0, 2.0, 2.0], 'rank'),
+                             [1, 0.25, 0.75, 0.75])
+  with pytest.raises(ValueError, match='unknown normalization'):
+    mil.MilConfig(normalization='softmax')
 
 
 def test_initial_box_is_the_best_overlap_with_the_centered_window():
