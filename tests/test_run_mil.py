@@ -172,6 +172,9 @@ def test_default_run_with_no_flags(tmp_path):
   assert results['status'] == 'complete'
   assert results['proposals']['images_computed'] == 240
   assert results['features']['images_computed'] == 240
+  # The whole job ran: MIL localised every pair and the driver printed CorLoc.
+  assert any(line.startswith('CorLoc: ') for line in lines)
+  assert 0.0 <= results['corloc'] <= 1.0 and len(results['corloc_per_iteration']) >= 2
 
 
 def test_smoke_preset_runs_every_stage_and_reuses_the_cache(tmp_path):
