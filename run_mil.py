@@ -309,7 +309,7 @@ def stage_mil(config, dataset, selected, proposals, features):
           '--area_fit_data=<other photos with boxes>, e.g. coco:ANNOTATIONS:IMAGES')
     try:
       area_model, fit_paths, (distances, areas) = fit_area_model(config, log)
-    except ValueError as e:
+    except cues_lib.AreaFitError as e:
       area_model = None
       info['box_area_cue_off'] = str(e)
       log(f'mil: box-area cue off: {e}')

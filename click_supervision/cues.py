@@ -70,6 +70,10 @@ def largest_centered_window(click, height, width):
   return box_lib.clip_to_image(box[None], height, width)[0]
 
 
+class AreaFitError(ValueError):
+  """The (distance, area) pairs cannot determine mu(d)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class AreaModel:
   """mu(d) = a0 + a1 * log(max(d, min_distance)): log object area from the inter-click distance.
@@ -105,18 +109,18 @@ class AreaModel:
     Returns:
       AreaModel.
     Raises:
-      ValueError with fewer than 3 pairs, or when all distances are equal (noise-free clicks).
+      AreaFitError with fewer than 3 pairs, or when all distances are equal (noise-free clicks).
     """
     distances = np.asarray(distances, np.float64)
     areas = np.asarray(areas, np.float64)
     if len(distances) < 3 or len(distances) != len(areas):
-      raise ValueError(f'fitting mu(d) needs >= 3 (distance, area) pairs, got {len(distances)}')
+      raise AreaFitError(f'fitting mu(d) needs >= 3 (distance, area) pairs, got {len(distances)}')
     x = np.log(np.maximum(distances, min_distance))
     y = np.log(np.maximum(areas, 1.0))
     if np.ptp(x) < 1e-6:
       # E.g. clicks simulated without noise: every pair clicks one pixel, d = 0 says nothing
       # about size and the slope is undetermined.
-      raise ValueError(f'fitting mu(d) needs varied inter-click distances; all {len(x)} pairs are '
+      raise AreaFitError(f'fitting mu(d) needs varied inter-click distances; all {len(x)} pairs are '
                        f'{np.exp(x[0]):.1f} px apart')
     design = np.stack([np.ones_like(x), x], axis=1)
     (a0, a1), *_ = np.linalg.lstsq(design, y, rcond=None)

@@ -83,11 +83,11 @@ APPEARANCE_WEIGHT = flags.DEFINE_float('appearance_weight', _MIL.appearance_weig
                                        upper_bound=1.0)
 SIGMA_BC = flags.DEFINE_float('sigma_bc', _MIL.sigma_bc, 'Box-center sigma, as a fraction of '
                               'sqrt(proposal area).', lower_bound=0.0)
-MIL_INIT = flags.DEFINE_enum('mil_init', _MIL.init, ['window', 'cues'],
+MIL_INIT = flags.DEFINE_enum('mil_init', _MIL.init, list(mil.INITS),
                              'First selection of each pair: the whole image or the window '
                              'centered on the click (the paper), or the cue-only choice '
                              '(BUILD_NOTES).')
-MIL_TRAINER = flags.DEFINE_enum('mil_trainer', _MIL.trainer, ['svm', 'lda'],
+MIL_TRAINER = flags.DEFINE_enum('mil_trainer', _MIL.trainer, list(mil.TRAINERS),
                                 'Appearance model of MIL: linear SVMs with hard-negative mining '
                                 '(the paper) or closed-form LDA with a shared background '
                                 'covariance (BUILD_NOTES).')

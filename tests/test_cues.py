@@ -49,10 +49,10 @@ def test_area_model_recovers_a_known_relation():
   # Distances below min_distance are clipped: d = 0 behaves as d = 1.
   assert model.log_area(0.0) == pytest.approx(2.0)
   assert cues.AreaModel.from_dict(model.to_dict()) == model
-  with pytest.raises(ValueError, match='needs >= 3'):
+  with pytest.raises(cues.AreaFitError, match='needs >= 3'):
     cues.AreaModel.fit([1.0, 2.0], [3.0, 4.0])
   # Noise-free clicks: every distance 0 (clipped to 1 px), so the slope is undetermined.
-  with pytest.raises(ValueError, match='varied inter-click distances'):
+  with pytest.raises(cues.AreaFitError, match='varied inter-click distances'):
     cues.AreaModel.fit([0.0, 0.0, 0.5, 0.0], [30.0, 400.0, 90.0, 1000.0])
 
 
