@@ -1,0 +1,177 @@
+"""HTTP front of the annotation tool: the standard library's threading server, JSON in and out.
+
+Routes (every JSON answer is an object; a refused request gets a 4xx status and
+`{"error": message}`):
+
+  GET  /                              the app (static/index.html)
+  GET  /summary                       the summary page (static/summary.html)
+  GET  /static/NAME                   a file of the app (only the files shipped in static/)
+  GET  /images/IMAGE_ID               a dataset image, looked up by id (never by path)
+  GET  /api/example                   the instructions' example pair with its box
+  GET  /api/summary                   counts for the summary page
+  GET  /api/qualification?annotator=A the polygons of A's next qualification attempt
+  POST /api/login        {annotator}                       A's state (qualified, progress)
+  POST /api/qualification {annotator, attempt, clicks}     scored attempt with feedback
+  GET  /api/next?annotator=A                               A's next pair, or pair null
+  POST /api/click  {annotator, image_id, class, x, y, response_time_s}
+  POST /api/undo   {annotator}
+  POST /api/skip   {annotator, image_id, class}
+
+No file outside the dataset's images and the app's own static files can be reached: static
+files are looked up in a list of names read at start, and images by dataset id.
+"""
+
+import http.server
+import json
+import mimetypes
+import os
+import socket
+import urllib.parse
+
+from click_supervision.annotate.app import ApiError
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
+MAX_BODY_BYTES = 64 * 1024
+_PAGES = {'/': 'index.html', '/index.html': 'index.html', '/summary': 'summary.html'}
+
+
+def _static_files():
+  return {name: os.path.join(STATIC_DIR, name) for name in os.listdir(STATIC_DIR)
+          if os.path.isfile(os.path.join(STATIC_DIR, name))}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+  """One request; `self.server.app` is the `AnnotationApp`."""
+
+  server_version = 'click_supervision-annotate'
+  protocol_version = 'HTTP/1.1'
+
+  def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+    del format, args  # Quiet: the app logs what matters (resumes, flags); clicks are in the file.
+
+  # --- Answers ---------------------------------------------------------------------------------
+
+  def _send(self, status, body, content_type, extra_headers=()):
+    self.send_response(status)
+    self.send_header('Content-Type', content_type)
+    self.send_header('Content-Length', str(len(body)))
+    self.send_header('Cache-Control', 'no-store')
+    self.send_header('X-Content-Type-Options', 'nosniff')
+    for key, value in extra_headers:
+      self.send_header(key, value)
+    self.end_headers()
+    if self.command != 'HEAD':
+      self.wfile.write(body)
+
+  def _json(self, status, payload):
+    self._send(status, json.dumps(payload).encode('utf-8'), 'application/json; charset=utf-8')
+
+  def _error(self, status, message, close=False):
+    if close:
+      self.close_connection = True
+    body = json.dumps({'error': message}).encode('utf-8')
+    self._send(status, body, 'application/json; charset=utf-8',
+               [('Connection', 'close')] if close else ())
+
+  def _file(self, path):
+    content_type = mimetypes.guess_type(path)[0] or 'application/octet-stream'
+    if content_type.startswith('text/') or content_type.endswith('javascript'):
+      content_type += '; charset=utf-8'
+    with open(path, 'rb') as f:
+      self._send(200, f.read(), content_type)
+
+  # --- Requests --------------------------------------------------------------------------------
+
+  def _read_json(self):
+    """The request body as a JSON object, or ApiError."""
+    length = self.headers.get('Content-Length')
+    if length is None:
+      raise ApiError(411, 'a POST needs a Content-Length header')
+    try:
+      length = int(length)
+    except ValueError:
+      raise ApiError(400, f'bad Content-Length {length!r}') from None
+    if length < 0:
+      raise ApiError(400, f'bad Content-Length {length}')
+    if length > MAX_BODY_BYTES:
+      raise ApiError(413, f'request body of {length} bytes is over the {MAX_BODY_BYTES} byte '
+                     f'limit')
+    data = self.rfile.read(length)
+    try:
+      body = json.loads(data.decode('utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise ApiError(400, f'the body is not JSON ({e})') from None
+    if not isinstance(body, dict):
+      raise ApiError(400, 'the body must be a JSON object')
+    return body
+
+  def _route(self):
+    app = self.server.app
+    url = urllib.parse.urlsplit(self.path)
+    path = urllib.parse.unquote(url.path)
+    query = urllib.parse.parse_qs(url.query)
+    if self.command in ('GET', 'HEAD'):
+      if path in _PAGES:
+        return self._file(self.server.static_files[_PAGES[path]])
+      if path.startswith('/static/'):
+        name = path[len('/static/'):]
+        if name not in self.server.static_files:
+          raise ApiError(404, f'no such file: {path}')
+        return self._file(self.server.static_files[name])
+      if path.startswith('/images/'):
+        return self._file(app.image_path(path[len('/images/'):]))
+      annotator = query.get('annotator', [None])[0]
+      if path == '/api/example':
+        return self._json(200, app.example())
+      if path == '/api/summary':
+        return self._json(200, app.summary())
+      if path == '/api/qualification':
+        return self._json(200, app.qualification_test(annotator))
+      if path == '/api/next':
+        return self._json(200, app.next_pair(annotator))
+      raise ApiError(404, f'no such page: {path}')
+    if self.command == 'POST':
+      handlers = {
+          '/api/login': lambda b: app.state(b.get('annotator')),
+          '/api/qualification': lambda b: app.submit_qualification(
+              b.get('annotator'), b.get('attempt'), b.get('clicks')),
+          '/api/click': lambda b: app.submit_click(
+              b.get('annotator'), b.get('image_id'), b.get('class'), b.get('x'), b.get('y'),
+              b.get('response_time_s')),
+          '/api/undo': lambda b: app.undo(b.get('annotator')),
+          '/api/skip': lambda b: app.skip(b.get('annotator'), b.get('image_id'), b.get('class')),
+      }
+      if path not in handlers:
+        raise ApiError(404, f'no such endpoint: POST {path}')
+      return self._json(200, handlers[path](self._read_json()))
+    raise ApiError(405, f'method {self.command} is not allowed')
+
+  def _handle(self):
+    try:
+      self._route()
+    except ApiError as e:
+      # After a refused body (413, 411) the unread bytes would poison a kept-alive connection.
+      self._error(e.status, e.message, close=self.command == 'POST')
+    except (BrokenPipeError, ConnectionResetError):
+      pass
+
+  do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _handle  # noqa: N815
+
+
+class AnnotationServer(http.server.ThreadingHTTPServer):
+  """A threading HTTP server bound to `(host, port)` that serves `app`.
+
+  Attributes:
+    app: the `AnnotationApp`.
+    url: `http://host:port` actually bound (port 0 picks a free one).
+  """
+
+  daemon_threads = True
+
+  def __init__(self, app, host='127.0.0.1', port=8000):
+    self.address_family = socket.AF_INET6 if ':' in host else socket.AF_INET
+    super().__init__((host, port), _Handler)
+    self.app = app
+    self.static_files = _static_files()
+    shown_host = f'[{host}]' if ':' in host else host
+    self.url = f'http://{shown_host}:{self.server_address[1]}'
