@@ -31,6 +31,7 @@ setuptools.setup(
         'importlib_resources>=6,<8',
     ],
     extras_require={
-        'test': ['pytest>=8,<10'],
+        # selenium drives Debian's chromium + chromium-driver in the annotation tool's browser test.
+        'test': ['pytest>=8,<10', 'selenium>=4.20,<5'],
     },
 )

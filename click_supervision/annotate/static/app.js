@@ -94,9 +94,10 @@ function drawCross(ctx, [x, y], color) {
 
 function eventPoint(event, element, width, height) {
   // Element pixels -> frame pixels, whatever the element's displayed size (zoom, CSS scaling).
+  // clientLeft/clientWidth leave out the border, which is not part of the picture.
   const rect = element.getBoundingClientRect();
-  const x = (event.clientX - rect.left) / rect.width * width;
-  const y = (event.clientY - rect.top) / rect.height * height;
+  const x = (event.clientX - rect.left - element.clientLeft) / element.clientWidth * width;
+  const y = (event.clientY - rect.top - element.clientTop) / element.clientHeight * height;
   return [Math.min(Math.max(x, 0), width), Math.min(Math.max(y, 0), height)];
 }
 
@@ -238,8 +239,9 @@ function showFeedback(result) {
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     drawPolygon(ctx, result.polygons[i].vertices, 1);
     drawBox(ctx, r.box, 1, '#20d040');
-    drawDot(ctx, r.center, 1, '#20d040', 6);
-    drawDot(ctx, r.click, 1, r.ok ? '#ffd400' : '#e02020', 6);
+    // The click under the true center, so that a good click does not hide the center.
+    drawDot(ctx, r.click, 1, r.ok ? '#ffd400' : '#e02020', 8);
+    drawDot(ctx, r.center, 1, '#20d040', 4);
     const caption = document.createElement('figcaption');
     caption.textContent = `${r.ok ? 'ok' : 'too far'}: error ${(100 * r.error).toFixed(0)}% ` +
         'of the box size';
@@ -353,8 +355,9 @@ async function undoClick() {
   state.busy = true;
   try {
     const result = await api('POST', '/api/undo', {annotator: state.annotator});
-    say(`Undone: your click on ${result.undone.image_id} (${result.undone['class']}).`, false);
-    await startTask();
+    await startTask();  // Shows the undone pair again: it is reserved for this annotator.
+    say(`Undone: your click on image ${result.undone.image_id} (${result.undone['class']}). ` +
+        'Click it again.', false);
   } catch (e) {
     handleTaskError(e);
   } finally {

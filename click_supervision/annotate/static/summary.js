@@ -3,11 +3,13 @@
 
 function fill(table, header, rows) {
   table.innerHTML = '';
-  const head = table.insertRow();
-  for (const name of header) {
-    const cell = document.createElement('th');
-    cell.textContent = name;
-    head.append(cell);
+  if (header) {
+    const head = table.insertRow();
+    for (const name of header) {
+      const cell = document.createElement('th');
+      cell.textContent = name;
+      head.append(cell);
+    }
   }
   for (const row of rows) {
     const line = table.insertRow();
@@ -23,7 +25,7 @@ async function refresh() {
     const response = await fetch('/api/summary');
     const s = await response.json();
     if (!response.ok) throw new Error(s.error || `HTTP ${response.status}`);
-    fill(document.getElementById('totals'), ['', ''], [
+    fill(document.getElementById('totals'), null, [
       ['dataset', `${s.dataset} ${s.split}`],
       ['click file', s.click_file],
       ['pairs complete', `${s.pairs_complete} of ${s.pairs_total} ` +
