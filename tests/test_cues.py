@@ -58,3 +58,38 @@ def test_area_model_recovers_a_known_relation():
 
 def test_click_distance():
   assert cues.click_distance([[0, 0], [3, 4]]) == 5.0
+
+
+def test_gold_pair_distances_from_real_clicks():
+  # pylint: disable=g-import-not-at-top
+  from click_supervision import clicks as clicks_lib
+  from click_supervision.datasets import records as records_lib
+  # Two dogs: 20 x 10 at (y 0..10, x 0..20) and 40 x 40 at (y 50..90, x 50..90); one cat.
+  record = records_lib.make_record('a', '/a.jpg', 100, 100,
+                                   [[0, 0, 10, 20], [50, 50, 90, 90], [0, 50, 30, 80]], [1, 1, 0])
+  other = records_lib.make_record('b', '/b.jpg', 100, 100, [[10, 10, 50, 50]], [1])
+  dataset = records_lib.Dataset('tiny', 'trainval', ['cat', 'dog'], [record, other])
+
+  def click(y, x, annotator, flagged=False):
+    return clicks_lib.Click(y=y, x=x, annotator=annotator, response_time_s=1.0, source='human',
+                            flagged=flagged, gt_instance=None)
+
+  click_set = clicks_lib.ClickSet('f.jsonl', {}, {
+      # Both near the big dog's center (70, 70): 3-4-5 apart.
+      ('a', 1): [click(68, 69, 'p'), click(71, 73, 'q')],
+      # The one cat: 6 px apart.
+      ('a', 0): [click(15, 62, 'p'), click(15, 68, 'q')],
+      # A flagged annotator's click comes first and is skipped: one usable click remains.
+      ('b', 1): [click(30, 30, 'm', flagged=True), click(31, 30, 'p')],
+  }, dataset.class_names)
+  gold = [['a', 'dog'], ['a', 'cat'], ['b', 'dog'], ['z', 'dog'], ['a', 'horse']]
+  distances, areas = cues.gold_pair_distances(dataset, click_set, gold)
+  # Sorted by (image, class): a/cat then a/dog.
+  np.testing.assert_allclose(distances, [6.0, 5.0])
+  np.testing.assert_allclose(areas, [30 * 30, 40 * 40])
+  distances, _ = cues.gold_pair_distances(dataset, click_set, gold, use_flagged=True)
+  np.testing.assert_allclose(distances, [6.0, 5.0, 1.0])
+  # Clicks nearest to two different dogs are left out.
+  split = clicks_lib.ClickSet('f.jsonl', {}, {('a', 1): [click(5, 10, 'p'), click(70, 70, 'q')]},
+                              dataset.class_names)
+  assert len(cues.gold_pair_distances(dataset, split, [['a', 'dog']])[0]) == 0

@@ -245,3 +245,45 @@ def test_mil_resumes_and_is_deterministic(tmp_path):
     return [{k: v for k, v in row.items() if k != 'score'} for row in rows]
 
   assert localizations(tmp_path / 'a') == localizations(tmp_path / 'b')
+
+
+def test_click_file_from_the_collection_tool_trains_with_its_gold_pairs(tmp_path):
+  """Two-click MIL on a tool-collected file: mu(d) of the box-area cue comes from its gold pairs."""
+  # pylint: disable=g-import-not-at-top
+  from click_supervision import clicks as clicks_lib
+  from click_supervision import datasets
+  from click_supervision.annotate import app as app_lib
+  from click_supervision.annotate import qualification
+  cache = tmp_path / 'cache'
+  dataset = datasets.load_dataset('synthetic:smoke', 'trainval', str(cache), log=lambda _: None)
+  # Two annotators whose clicks are the simulator's (noise 0.1, seed 0), entered through the tool.
+  simulated = {(r['image_id'], r['class'], r['annotator']): r
+               for r in clicks_lib.simulate_clicks(dataset, num_annotators=2, seed=0)}
+  out = str(tmp_path / 'clicks.jsonl')
+  tool = app_lib.AnnotationApp(dataset, out, gold_fraction=0.5, log=lambda _: None)
+  for annotator, sim in (('ann0', 'sim0'), ('ann1', 'sim1')):
+    polygons = qualification.make_test(0, annotator, 1)
+    assert tool.submit_qualification(annotator, 1, [p['center'] for p in polygons])['passed']
+    while (pair := tool.next_pair(annotator)['pair']) is not None:
+      row = simulated[(pair['image_id'], pair['class'], sim)]
+      tool.submit_click(annotator, pair['image_id'], pair['class'], row['x'], row['y'], 1.0)
+  tool.close()
+  code, lines = run_driver('--preset=smoke', '--clicks=2', f'--click_source={out}',
+                           f'--workdir={tmp_path / "run"}', cache_dir=cache)
+  assert code == 0, lines
+  area_model = json.loads((tmp_path / 'run' / 'area_model.json').read_text())
+  assert area_model['source'].startswith(f'gold pairs of {out}: ')
+  assert 3 <= area_model['num_pairs'] <= 12  # Half of the 23 pairs are gold.
+  results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  assert results['click_source'] == out and 0.0 <= results['corloc'] <= 1.0
+  assert any(line.startswith('CorLoc: ') and f'from {out}' in line for line in lines)
+
+  # A click file without gold pairs cannot fit mu(d): one clear line, or the cue switched off.
+  plain = str(tmp_path / 'plain.jsonl')
+  clicks_lib.write_click_file(plain, [dict(r, source='human') for r in simulated.values()])
+  expect_clean_error(['--preset=smoke', '--clicks=2', f'--click_source={plain}',
+                      f'--workdir={tmp_path / "plain"}'], cache, 'gold pairs', 'box_area')
+  code, lines = run_driver('--preset=smoke', '--clicks=2', f'--click_source={plain}',
+                           '--cues=objectness,appearance,box_center,click_init,split_instances',
+                           f'--workdir={tmp_path / "plain"}', cache_dir=cache)
+  assert code == 0, lines

@@ -118,7 +118,10 @@ class AnnotationApp:
                       'gold_fraction': gold_fraction}
     self._clicks = store.JsonLinesLog(
         out_path, {'format': clicks_lib.FORMAT_NAME, 'version': clicks_lib.FORMAT_VERSION,
-                   'annotation_tool': dict(self._settings, num_annotators=num_annotators)},
+                   # The gold pairs also fit mu(d) of the box-area cue for these clicks
+                   # (`cues.gold_pair_distances`); the header is never shown to annotators.
+                   'annotation_tool': dict(self._settings, num_annotators=num_annotators,
+                                           gold_pairs=sorted(list(p) for p in self.gold))},
         self._check_click_header, log=log)
     self._events = store.JsonLinesLog(
         log_path_for(out_path), {'format': LOG_FORMAT_NAME, 'version': LOG_FORMAT_VERSION,
