@@ -60,7 +60,7 @@ class Client:
     payload = response.read()
     content_type = response.getheader('Content-Type', '')
     connection.close()
-    if content_type.startswith('application/json'):
+    if content_type.startswith('application/json') and payload:  # HEAD answers have no body.
       payload = json.loads(payload)
     return response.status, payload, content_type
 
@@ -181,6 +181,7 @@ def test_click_rejections(client):
   assert client.request('POST', '/api/nothing', body={})[0] == 404
   assert client.request('PUT', '/api/click', body={})[0] == 405
   assert client.request('DELETE', '/')[0] == 405
+  assert client.request('HEAD', '/api/next?annotator=alice')[0] == 405  # Would reserve a pair.
   # None of the rejected clicks reached the file; the good one does, once.
   assert client.post('/api/click', base)[0] == 200
   status, payload = client.post('/api/click', base)

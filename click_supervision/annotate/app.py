@@ -175,6 +175,7 @@ class AnnotationApp:
         self._skips[annotator].add((event['image_id'], event['class']))
     for annotator in self._by_annotator:
       self._attempts.setdefault(annotator, 0)
+    self._flagged = set()
     self._update_flags()
 
   def _gold_record(self, annotator):
@@ -196,9 +197,14 @@ class AnnotationApp:
     num_gold, num_missed = self._gold_record(annotator)
     return num_gold >= self.gold_min_clicks and num_missed > self.gold_max_miss_rate * num_gold
 
-  def _update_flags(self):
-    """Recomputes quality control; rewrites the click file when a flag changes."""
-    self._flagged = {a for a in self._by_annotator if self._is_flagged_by_gold(a)}
+  def _update_flags(self, annotators=None):
+    """Recomputes quality control (of `annotators`, default all); rewrites the click file when a
+    flag changes."""
+    for annotator in self._by_annotator if annotators is None else annotators:
+      if self._is_flagged_by_gold(annotator):
+        self._flagged.add(annotator)
+      else:
+        self._flagged.discard(annotator)
     stale = [row for row in self._clicks.rows
              if row.get('flagged', False) != (row['annotator'] in self._flagged)]
     if stale:
@@ -361,7 +367,7 @@ class AnnotationApp:
       self._by_annotator[annotator].append(row)
       self._leases[pair].pop(annotator, None)
       if pair in self.gold:
-        self._update_flags()
+        self._update_flags([annotator])
       return {'accepted': True, 'flagged': annotator in self._flagged,
               'progress': self._progress(annotator)}
 

@@ -110,6 +110,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     url = urllib.parse.urlsplit(self.path)
     path = urllib.parse.unquote(url.path)
     query = urllib.parse.parse_qs(url.query)
+    if self.command == 'HEAD' and path.startswith('/api/'):
+      raise ApiError(405, 'HEAD is for pages, files and images; the API needs GET or POST')
     if self.command in ('GET', 'HEAD'):
       if path in _PAGES:
         return self._file(self.server.static_files[_PAGES[path]])
