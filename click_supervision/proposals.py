@@ -116,7 +116,7 @@ class ProposalConfig:
   min_score: float = 0.01
   max_aspect_ratio: float = 5.0
   min_box_area: float = 300.0
-  gamma: float = 3.0
+  gamma: float = 2.5
   kappa: float = 1.5
   edge_min_mag: float = 0.1
   edge_merge_thr: float = 1.0
