@@ -389,3 +389,21 @@ def test_example_is_a_single_instance_pair_with_its_box(client):
   assert (example['image_id'], example['class']) == ('c', 'cat')
   assert example['box'] == [4.0, 19.0, 30.0, 55.0]
   assert example['center'] == [17.0, 37.0]
+
+
+def test_edited_files_stop_with_file_and_line(dataset, tmp_path):
+  out = tmp_path / 'clicks.jsonl'
+  app = app_lib.AnnotationApp(dataset, str(out), gold_fraction=0.0, log=lambda _: None)
+  app.submit_qualification('alice', 1, [p['center'] for p in qualification.make_test(0, 'alice', 1)])
+  app.submit_click('alice', 'b', 'dog', 20.0, 20.0, 1.0)
+  app.close()
+  good = out.read_text()
+  out.write_text(good + '{"image_id": "b", "class": "dog", "x": 999.0, "y": 1.0, "annotator": '
+                 '"bob", "source": "human"}\n')
+  with pytest.raises(UserError, match=r'clicks.jsonl:3: click .* lies outside'):
+    app_lib.AnnotationApp(dataset, str(out), gold_fraction=0.0, log=lambda _: None)
+  out.write_text(good)
+  log = tmp_path / 'clicks.annotation_log.jsonl'
+  log.write_text(log.read_text() + '{"event": "skip", "annotator": "bob"}\n')
+  with pytest.raises(UserError, match=r'annotation_log.jsonl:3: not a qualification or skip'):
+    app_lib.AnnotationApp(dataset, str(out), gold_fraction=0.0, log=lambda _: None)

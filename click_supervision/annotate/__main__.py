@@ -75,6 +75,9 @@ def main(argv):
   except UserError as e:
     print(f'error: {e}', file=sys.stderr, flush=True)
     sys.exit(1)
+  except OSError as e:  # E.g. --out in a folder that cannot be created or written.
+    print(f'error: {e.filename or _OUT.value}: {e.strerror}', file=sys.stderr, flush=True)
+    sys.exit(1)
   print(f'{dataset.name} {dataset.split}: {len(annotation_app.pairs)} (image, class) pairs x '
         f'{_ANNOTATORS.value} annotators; clicks go to {_OUT.value}', flush=True)
   print(f'serving on {server.url}  (summary: {server.url}/summary; Ctrl-C stops, rerun resumes)',

@@ -101,6 +101,7 @@ class AnnotationApp:
     self._log = log
     self._lock = threading.RLock()
     self._records = dataset.by_id()
+    self._class_index = {n: i for i, n in enumerate(dataset.class_names)}
 
     all_pairs = [(r['image_id'], dataset.class_names[int(c)]) for r in dataset.records
                  for c in r['image_labels']]
@@ -127,6 +128,18 @@ class AnnotationApp:
         log_path_for(out_path), {'format': LOG_FORMAT_NAME, 'version': LOG_FORMAT_VERSION,
                                  'annotation_tool': self._settings},
         self._check_log_header, log=log)
+    if self._clicks.rows:
+      # A resumed file may have been edited by hand: the trainer's reader names the file and line
+      # of the first bad row (wrong keys, unknown pair, click outside the image, duplicate).
+      clicks_lib.read_click_file(self._clicks.path, dataset)
+    for line_number, event in enumerate(self._events.rows, start=2):
+      if not (isinstance(event, dict) and isinstance(event.get('annotator'), str) and (
+          (event.get('event') == 'qualification' and isinstance(event.get('attempt'), int) and
+           isinstance(event.get('passed'), bool)) or
+          (event.get('event') == 'skip' and (event.get('image_id'), event.get('class')) in
+           self._pair_set))):
+        raise UserError(f'{self._events.path}:{line_number}: not a qualification or skip event of '
+                        f'this run; move the file away or repair it')
     self._leases = collections.defaultdict(dict)  # pair -> {annotator: expiry}
     self._rebuild_indexes()
     if self._clicks.rows:
@@ -157,9 +170,6 @@ class AnnotationApp:
     self._by_annotator = collections.defaultdict(list)
     for row in self._clicks.rows:
       pair = (row['image_id'], row['class'])
-      if pair not in self._pair_set:
-        raise UserError(f'{self._clicks.path}: click on {pair}, which is not a pair of '
-                        f'{self.dataset.name} {self.dataset.split}')
       self._by_pair[pair].append(row)
       self._by_annotator[row['annotator']].append(row)
     self._attempts = collections.Counter()
@@ -181,13 +191,12 @@ class AnnotationApp:
   def _gold_record(self, annotator):
     """(gold clicks, gold clicks outside every box of their class) of one annotator."""
     num_gold = num_missed = 0
-    class_index = {n: i for i, n in enumerate(self.dataset.class_names)}
     for row in self._by_annotator.get(annotator, []):
       pair = (row['image_id'], row['class'])
       if pair not in self.gold:
         continue
       record = self._records[row['image_id']]
-      boxes = record['gt_boxes'][record['gt_labels'] == class_index[row['class']]]
+      boxes = record['gt_boxes'][record['gt_labels'] == self._class_index[row['class']]]
       inside = any(b[1] <= row['x'] <= b[3] and b[0] <= row['y'] <= b[2] for b in boxes)
       num_gold += 1
       num_missed += not inside
@@ -442,7 +451,6 @@ class AnnotationApp:
       per_pair = []
       histogram = collections.Counter()
       distances = []
-      class_index = {n: i for i, n in enumerate(self.dataset.class_names)}
       for pair in self.pairs:
         usable = self._usable(pair)
         histogram[len(usable)] += 1
@@ -450,7 +458,7 @@ class AnnotationApp:
                          'annotators': [r['annotator'] for r in usable]})
         if len(usable) >= 2:
           record = self._records[pair[0]]
-          boxes = record['gt_boxes'][record['gt_labels'] == class_index[pair[1]]]
+          boxes = record['gt_boxes'][record['gt_labels'] == self._class_index[pair[1]]]
           if len(boxes):
             a, b = usable[0], usable[1]
             middle = ((a['x'] + b['x']) / 2, (a['y'] + b['y']) / 2)

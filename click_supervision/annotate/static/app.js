@@ -314,13 +314,25 @@ $('task-image').addEventListener('load', () => {
   $('task-image').dataset.ready = 'true';
 });
 
-$('task-image').addEventListener('click', async (event) => {
-  const pair = state.pair;
-  if (!pair || state.shownAt === null || state.busy) return;  // Not shown yet: no timing.
-  const [x, y] = eventPoint(event, $('task-image'), pair.width, pair.height);
-  const seconds = (performance.now() - state.shownAt) / 1000;
+// One task request at a time: clicks and keys are ignored while one is in flight.
+async function taskAction(action) {
+  if (state.busy) return;
   state.busy = true;
   try {
+    await action();
+  } catch (e) {
+    handleTaskError(e);
+  } finally {
+    state.busy = false;
+  }
+}
+
+$('task-image').addEventListener('click', (event) => {
+  const pair = state.pair;
+  if (!pair || state.shownAt === null) return;  // Not shown yet: no timing.
+  const [x, y] = eventPoint(event, $('task-image'), pair.width, pair.height);
+  const seconds = (performance.now() - state.shownAt) / 1000;
+  taskAction(async () => {
     const result = await api('POST', '/api/click', {
       annotator: state.annotator, image_id: pair.image_id, class: pair['class'], x, y,
       response_time_s: Math.round(seconds * 1000) / 1000});
@@ -329,40 +341,25 @@ $('task-image').addEventListener('click', async (event) => {
                     'Too many of your clicks fell outside the objects. Thank you for your time.');
     }
     await startTask();
-  } catch (e) {
-    handleTaskError(e);
-  } finally {
-    state.busy = false;
-  }
+  });
 });
 
-async function skipPair() {
-  if (!state.pair || state.busy) return;
-  state.busy = true;
-  try {
+function skipPair() {
+  if (!state.pair) return;
+  taskAction(async () => {
     await api('POST', '/api/skip', {annotator: state.annotator, image_id: state.pair.image_id,
                                     class: state.pair['class']});
     await startTask();
-  } catch (e) {
-    handleTaskError(e);
-  } finally {
-    state.busy = false;
-  }
+  });
 }
 
-async function undoClick() {
-  if (state.busy) return;
-  state.busy = true;
-  try {
+function undoClick() {
+  taskAction(async () => {
     const result = await api('POST', '/api/undo', {annotator: state.annotator});
     await startTask();  // Shows the undone pair again: it is reserved for this annotator.
     say(`Undone: your click on image ${result.undone.image_id} (${result.undone['class']}). ` +
         'Click it again.', false);
-  } catch (e) {
-    handleTaskError(e);
-  } finally {
-    state.busy = false;
-  }
+  });
 }
 
 function toggleZoom() {
