@@ -6,6 +6,13 @@ All boxes are float32 [P, 4] `[ymin, xmin, ymax, xmax]` pixels and clicks `(y, x
   box center (3.1):  s_bc(p) = exp(-||c_p - c||^2 / (2 sigma_p^2)), with sigma_p = sigma_bc (a
                      fixed number of pixels) or sigma_bc * sqrt(area(p)) (`relative=True`: the
                      tolerance grows with the proposal, like the annotators' error).
+  box size:          z(p) = (min_q area(q) / area(p))^lambda over the image's proposals q: the
+                     normaliser of the click's Gaussian likelihood. With relative sigma the
+                     density of a click is exp(...) / (2 pi sigma_bc^2 area(p)): without the
+                     1 / area(p) factor s_bc gives every box centered on the click the same score
+                     whatever its size, so the product with objectness drifts to boxes too big
+                     around the object (the commonest error). lambda = 1 is the exact likelihood,
+                     0 the paper's s_bc; `MilConfig.size_exponent` tempers it (BUILD_NOTES).
   box area (4.2):    s_ba(p) = exp(-(log area(p) - mu(d))^2 / (2 sigma_ba^2)), where d is the
                      distance between the two clicks and mu(d) estimates the log object area
                      (`AreaModel`, fitted on clicks paired with boxes the evaluation does not use).
@@ -37,6 +44,23 @@ def box_center_score(boxes, click, sigma, relative=False):
   sigmas = sigma * np.sqrt(np.maximum(box_lib.area(boxes), 1.0)) if relative else np.full(
       len(boxes), float(sigma), np.float32)
   return np.exp(-squared / (2.0 * sigmas ** 2)).astype(np.float32)
+
+
+def box_size_score(boxes, exponent):
+  """Size factor of the box-center likelihood: `(min area / area(p)) ** exponent`.
+
+  Args:
+    boxes: float [P, 4] pixels, all proposals of one image (the smallest one scores 1; the
+      factor is a per-image constant away from `area(p) ** -exponent`, so argmaxes do not
+      depend on the scaling).
+    exponent: lambda >= 0 (0: all ones).
+  Returns:
+    float32 [P] in (0, 1].
+  """
+  areas = np.maximum(box_lib.area(box_lib.as_boxes(boxes)), 1.0).astype(np.float64)
+  if not exponent or not len(areas):
+    return np.ones(len(areas), np.float32)
+  return ((areas.min() / areas) ** float(exponent)).astype(np.float32)
 
 
 def box_area_score(boxes, log_area, sigma_ba):

@@ -83,6 +83,10 @@ APPEARANCE_WEIGHT = flags.DEFINE_float('appearance_weight', _MIL.appearance_weig
                                        upper_bound=1.0)
 SIGMA_BC = flags.DEFINE_float('sigma_bc', _MIL.sigma_bc, 'Box-center sigma, as a fraction of '
                               'sqrt(proposal area).', lower_bound=0.0)
+SIZE_EXPONENT = flags.DEFINE_float(
+    'size_exponent', _MIL.size_exponent, 'lambda of the box-center cue\'s size factor '
+    '(min area / area)^lambda, the tempered 1 / area normaliser of the click likelihood '
+    '(0 = the paper\'s s_bc alone).', lower_bound=0.0)
 MIL_INIT = flags.DEFINE_enum('mil_init', _MIL.init, list(mil.INITS),
                              'First selection of each pair: the whole image or the window '
                              'centered on the click (the paper), or the cue-only choice '

@@ -23,6 +23,13 @@ def test_box_center_score_relative_sigma():
                              [math.exp(-4.5), math.exp(-89 / 8)], rtol=1e-5)
 
 
+def test_box_size_score():
+  # Areas 100, 400 and 25; the smallest scores 1: (25 / 100)^0.5 = 0.5, (25 / 400)^0.5 = 0.25.
+  boxes = np.array([[0, 0, 10, 10], [0, 0, 20, 20], [0, 0, 5, 5]], np.float32)
+  np.testing.assert_allclose(cues.box_size_score(boxes, 0.5), [0.5, 0.25, 1.0], rtol=1e-6)
+  np.testing.assert_array_equal(cues.box_size_score(boxes, 0.0), [1, 1, 1])
+
+
 def test_box_area_score():
   # Areas 100 and 400 vs mu = log(100), sigma 0.5: exp(0) and exp(-log(4)^2 / 0.5).
   boxes = np.array([[0, 0, 10, 10], [0, 0, 20, 20]], np.float32)

@@ -96,7 +96,8 @@ def test_pair_cue_one_and_two_clicks():
   objectness = np.ones(2, np.float32)
   config = mil.MilConfig(sigma_bc=0.1)
   cue, center, split = mil.pair_cue(boxes, objectness, np.zeros((0, 2), np.float32), None, config)
-  np.testing.assert_array_equal(cue, [1, 1]) and center is None and not split
+  np.testing.assert_array_equal(cue, [1, 1])
+  assert center is None and not split
   one = np.array([[10, 10]], np.float32)
   cue, center, split = mil.pair_cue(boxes, objectness, one, None, config)
   # Box 0 centered on the click: 1; box 1: distance 60 at sigma 0.1 * 20 = 2 px: exp(-450) = 0.
@@ -111,6 +112,26 @@ def test_pair_cue_one_and_two_clicks():
   no_center = mil.MilConfig(cues=('objectness', 'appearance', 'box_area'))
   cue, _, _ = mil.pair_cue(boxes, objectness, two, area_model, no_center)
   np.testing.assert_allclose(cue, [1, 1])
+
+
+def test_size_factor_of_the_box_center_cue():
+  # Two boxes centered on the click, areas 100 and 400: s_bc = 1 for both; the size factor
+  # (min area / area)^lambda gives 1 and 0.25^lambda.
+  boxes = np.array([[0, 0, 10, 10], [-5, -5, 15, 15]], np.float32)
+  objectness = np.ones(2, np.float32)
+  click = np.array([[5, 5]], np.float32)
+  for exponent, expected in ((0.0, [1, 1]), (1.0, [1, 0.25]), (0.5, [1, 0.5])):
+    config = mil.MilConfig(size_exponent=exponent)
+    cue, _, _ = mil.pair_cue(boxes, objectness, click, None, config)
+    np.testing.assert_allclose(cue, expected, rtol=1e-6)
+  # It belongs to the box-center cue: off with it, and without clicks there is no cue at all.
+  no_center = mil.MilConfig(size_exponent=1.0, cues=('objectness', 'appearance'))
+  np.testing.assert_array_equal(mil.pair_cue(boxes, objectness, click, None, no_center)[0], [1, 1])
+  np.testing.assert_array_equal(
+      mil.pair_cue(boxes, objectness, np.zeros((0, 2), np.float32), None,
+                   mil.MilConfig(size_exponent=1.0))[0], [1, 1])
+  with pytest.raises(ValueError, match='size_exponent'):
+    mil.MilConfig(size_exponent=-0.1)
 
 
 def test_unknown_cue_is_rejected():
