@@ -81,7 +81,8 @@ def config_from_flags():
   mil_config = mil_lib.MilConfig(
       num_folds=flag(mil_flags.FOLDS), num_iterations=flag(mil_flags.MIL_ITERATIONS), cues=cues,
       appearance_weight=mil_flags.APPEARANCE_WEIGHT.value, sigma_bc=mil_flags.SIGMA_BC.value,
-      size_exponent=mil_flags.SIZE_EXPONENT.value, init=mil_flags.MIL_INIT.value, trainer=flag(mil_flags.MIL_TRAINER),
+      size_exponent=mil_flags.SIZE_EXPONENT.value, init=mil_flags.MIL_INIT.value,
+      trainer=flag(mil_flags.MIL_TRAINER),
       rerank_top=mil_flags.RERANK_TOP.value,
       near_miss_negatives=mil_flags.NEAR_MISS_NEGATIVES.value, svm_c=mil_flags.SVM_C.value,
       seed=mil_flags.SEED.value)
