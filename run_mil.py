@@ -80,7 +80,8 @@ def config_from_flags():
     raise UserError(f'--cues: unknown cue {unknown[0]!r}; cues are {",".join(mil_lib.CUES)}')
   mil_config = mil_lib.MilConfig(
       num_folds=flag(mil_flags.FOLDS), num_iterations=flag(mil_flags.MIL_ITERATIONS), cues=cues,
-      appearance_weight=mil_flags.APPEARANCE_WEIGHT.value, sigma_bc=mil_flags.SIGMA_BC.value,
+      fusion=mil_flags.MIL_FUSION.value, appearance_weight=mil_flags.APPEARANCE_WEIGHT.value,
+      appearance_exponent=mil_flags.APPEARANCE_EXPONENT.value, sigma_bc=mil_flags.SIGMA_BC.value,
       size_exponent=mil_flags.SIZE_EXPONENT.value, init=mil_flags.MIL_INIT.value,
       trainer=flag(mil_flags.MIL_TRAINER),
       rerank_top=mil_flags.RERANK_TOP.value,

@@ -78,9 +78,15 @@ FOLDS = flags.DEFINE_integer('folds', _MIL.num_folds, 'Folds of multi-fold MIL (
                              lower_bound=1)
 CUES = flags.DEFINE_list('cues', list(mil.CUES), 'Cues switched on (ablations): '
                          f'{",".join(mil.CUES)}.')
+MIL_FUSION = flags.DEFINE_enum('mil_fusion', _MIL.fusion, list(mil.FUSIONS),
+                               'How appearance A and objectness O make S_ap: sum = w * A + '
+                               '(1 - w) * O (the paper), product = A^k * O (BUILD_NOTES).')
 APPEARANCE_WEIGHT = flags.DEFINE_float('appearance_weight', _MIL.appearance_weight,
-                                       'w in S_ap = w * A + (1 - w) * O.', lower_bound=0.0,
-                                       upper_bound=1.0)
+                                       'w in S_ap = w * A + (1 - w) * O (sum fusion).',
+                                       lower_bound=0.0, upper_bound=1.0)
+APPEARANCE_EXPONENT = flags.DEFINE_float('appearance_exponent', _MIL.appearance_exponent,
+                                         'k in S_ap = A^k * O (product fusion).',
+                                         lower_bound=1e-6)
 SIGMA_BC = flags.DEFINE_float('sigma_bc', _MIL.sigma_bc, 'Box-center sigma, as a fraction of '
                               'sqrt(proposal area).', lower_bound=0.0)
 SIZE_EXPONENT = flags.DEFINE_float(

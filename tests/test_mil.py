@@ -67,6 +67,28 @@ def test_normalize_per_image():
     mil.MilConfig(normalization='softmax')
 
 
+def test_appearance_objectness_fusions():
+  a = np.array([1.0, 0.5, 0.0], np.float32)
+  o = np.array([0.2, 1.0, 1.0], np.float32)
+  # The paper's sum: w A + (1 - w) O.
+  paper = mil.MilConfig(fusion='sum')
+  np.testing.assert_allclose(mil.appearance_objectness(a, o, paper), [0.6, 0.75, 0.5])
+  np.testing.assert_allclose(
+      mil.appearance_objectness(a, o, mil.MilConfig(fusion='sum', appearance_weight=0.25)),
+      [0.4, 0.875, 0.75])
+  # Product (the default, k = 2): A^k x O; the box A rates lowest scores 0 however good its O.
+  product = mil.MilConfig()
+  assert (product.fusion, product.appearance_exponent) == ('product', 2.0)
+  np.testing.assert_allclose(mil.appearance_objectness(a, o, product), [0.2, 0.25, 0.0])
+  # The objectness cue off: A alone (sum) or A^k (product).
+  np.testing.assert_allclose(mil.appearance_objectness(a, None, paper), a)
+  np.testing.assert_allclose(mil.appearance_objectness(a, None, product), [1.0, 0.25, 0.0])
+  with pytest.raises(ValueError, match='unknown fusion'):
+    mil.MilConfig(fusion='max')
+  with pytest.raises(ValueError, match='appearance_exponent'):
+    mil.MilConfig(fusion='product', appearance_exponent=0.0)
+
+
 def test_initial_box_is_the_best_overlap_with_the_centered_window():
   boxes = np.array([[0, 0, 100, 100], [20, 40, 40, 60], [0, 5, 60, 95]], np.float32)
   # No click: the whole 100 x 100 image.
@@ -163,11 +185,12 @@ def test_lda_points_from_background_to_the_positives():
     assert positives[0][0] @ w + biases[fold, 0] > 0 > negative_means[0] @ w + biases[fold, 0]
 
 
-@pytest.mark.parametrize('trainer', mil.TRAINERS)
-def test_tiny_problem_is_solved_without_clicks(tmp_path, trainer):
+@pytest.mark.parametrize('trainer,fusion', [(t, 'product') for t in mil.TRAINERS] +
+                         [('svm', 'sum')])
+def test_tiny_problem_is_solved_without_clicks(tmp_path, trainer, fusion):
   records, class_names, proposals, features = tiny_problem(tmp_path)
   config = mil.MilConfig(num_folds=2, num_iterations=4, negatives_per_image=6, num_threads=1,
-                         trainer=trainer)
+                         trainer=trainer, fusion=fusion)
   result = mil.run_mil(records, class_names, proposals, features, {}, config, log=lambda m: None)
   # Initialisation = whole image (IoU with the 10 x 10 objects < 0.5); MIL finds every object.
   assert result['corloc_per_iteration'][0] == 0.0
