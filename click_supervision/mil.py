@@ -76,7 +76,8 @@ class MilConfig:
     sigma_bc_relative: scale sigma_bc with the proposal size.
     size_exponent: lambda of the box-center cue's size factor `cues.box_size_score` (the
       1 / area normaliser of the click likelihood, tempered; 0 = the paper's s_bc alone). Part of
-      the `box_center` cue. 0 by default: 0.3 raises cue-only CorLoc on the tuning sets but
+      the `box_center` cue and used only with `sigma_bc_relative` (with a fixed sigma in pixels
+      the likelihood has no area term). 0 by default: 0.3 raises cue-only CorLoc on the tuning sets but
       not MIL's (BUILD_NOTES).
     sigma_bc_two_clicks_factor: sigma for the mean of two clicks = factor x sigma_bc (the mean of
       two independent clicks errs by 1/sqrt(2) of one).
