@@ -73,7 +73,11 @@ def config_from_flags():
       edge_source=mil_flags.SED_MODEL.value or 'hed')
   feature_config = precompute.FeatureConfig(
       trunk=mil_flags.TRUNK.value, weights=mil_flags.WEIGHTS.value,
-      short_side=flag(mil_flags.FEATURE_SHORT_SIDE))
+      short_side=flag(mil_flags.FEATURE_SHORT_SIDE), pool_size=mil_flags.FEATURE_POOL_SIZE.value,
+      context_scale=mil_flags.FEATURE_CONTEXT_SCALE.value)
+  if feature_config.context_scale and feature_config.context_scale <= 1.0:
+    raise UserError(f'--feature_context_scale={feature_config.context_scale}: use 0 (off) or a '
+                    f'factor above 1')
   cues = tuple(c.strip() for c in mil_flags.CUES.value if c.strip())
   unknown = sorted(set(cues) - set(mil_lib.CUES))
   if unknown:

@@ -103,6 +103,10 @@ class FeatureExtractor:
       `feature_stride` (int pixels per feature cell) and `feature_offset` (float pixels, module
       docstring), as `backbones.build_trunk` gives.
     pool_size: RoI grid side; the feature length is `pool_size**2 * channels`.
+    context_scale: 0 (off), or the factor by which each box is also enlarged about its center
+      and pooled the same way; the two grids are concatenated (feature length doubles). The
+      enlarged box shows what surrounds the proposal, which tells a box cut around a whole
+      object from one around a part or one with too much background.
     short_side: the image is resized so its short side has this many pixels before the trunk
       (None: native size); boxes are scaled the same way.
     max_long_side: cap on the resized long side.
@@ -110,8 +114,11 @@ class FeatureExtractor:
   """
 
   def __init__(self, trunk, pool_size=2, short_side=600, max_long_side=1000,
-               max_rois_per_call=4096):
+               max_rois_per_call=4096, context_scale=0.0):
+    if context_scale and context_scale <= 1.0:
+      raise ValueError(f'context_scale must be 0 (off) or above 1, got {context_scale}')
     self.trunk = trunk
+    self.context_scale = float(context_scale)
     self.short_side = short_side
     self.max_long_side = max_long_side
     self.max_rois_per_call = max_rois_per_call
@@ -159,19 +166,33 @@ class FeatureExtractor:
     trunk_seconds = time.perf_counter() - start
     start = time.perf_counter()
     scaled = np.asarray(boxes, np.float32).reshape(-1, 4) * factors
+    if self.context_scale:
+      scaled = np.concatenate([scaled, enlarge_boxes(scaled, self.context_scale)])
     chunks = [self._pool(maps, scaled[i:i + self.max_rois_per_call]).numpy()
               for i in range(0, len(scaled), self.max_rois_per_call)]
     features = (np.concatenate(chunks) if chunks else
-                np.zeros((0, self.feature_dim(maps)), np.float32))
+                np.zeros((0, self.feature_dim(maps) // (2 if self.context_scale else 1)),
+                         np.float32))
+    if self.context_scale:  # [2P, D] -> [P, 2D]: each box's own grid, then its context grid.
+      features = np.concatenate(np.split(features, 2), axis=1)
     return features, {'trunk': trunk_seconds, 'pooling': time.perf_counter() - start}
 
   def feature_dim(self, maps=None):
     channels = maps.shape[-1] if maps is not None else self.trunk.output_shape[-1]
-    return self.roi_pooling.pool_size ** 2 * int(channels)
+    return self.roi_pooling.pool_size ** 2 * int(channels) * (2 if self.context_scale else 1)
 
   def features_of_file(self, path, boxes):
     """`__call__` on an image file read with `images.load_image`."""
     return self(images_lib.load_image(path), boxes)
+
+
+def enlarge_boxes(boxes, factor):
+  """Scales float [N, 4] `[ymin, xmin, ymax, xmax]` boxes by `factor` about their centers (no
+  clipping: RoiPooling handles samples outside the map)."""
+  boxes = np.asarray(boxes, np.float32)
+  center = (boxes[:, :2] + boxes[:, 2:]) / 2
+  half = (boxes[:, 2:] - boxes[:, :2]) * (factor / 2)
+  return np.concatenate([center - half, center + half], axis=1)
 
 
 def _pad_replicate(images, pad_h, pad_w):

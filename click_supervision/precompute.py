@@ -36,6 +36,8 @@ class FeatureConfig:
       (0 keeps the original size); the linear probe (BUILD_NOTES) chose 600.
     max_long_side: cap on the resized long side.
     pool_size: RoI grid side; feature length = pool_size**2 x trunk channels.
+    context_scale: 0 (off) or the factor by which boxes are enlarged for a second, context grid
+      (`features.FeatureExtractor`; doubles the feature length).
     images_per_shard: images per cache shard (a shard is held in memory while written).
   """
   trunk: str = 'efficientnet_lite0'
@@ -43,6 +45,7 @@ class FeatureConfig:
   short_side: int = 600
   max_long_side: int = 1000
   pool_size: int = 2
+  context_scale: float = 0.0
   images_per_shard: int = 16
 
 
@@ -62,6 +65,8 @@ def features_cache(dataset, feature_config, proposals, cache_dir):
   params = dict(dataclasses.asdict(feature_config), proposals_key=proposals.key,
                 version=FEATURES_VERSION)
   params.pop('images_per_shard')  # Passed separately; ShardedCache adds it to the key.
+  if not params['context_scale']:
+    params.pop('context_scale')  # Keeps the keys of caches made before the option existed.
   return cache_lib.ShardedCache(cache_dir, 'features', params, image_files(dataset),
                                 feature_config.images_per_shard)
 
@@ -149,7 +154,7 @@ def compute_features(dataset, feature_config, proposals, cache_dir, num_workers=
                                          cache_dir=cache_dir)
   extractor = features_lib.FeatureExtractor(
       trunk, pool_size=feature_config.pool_size, short_side=feature_config.short_side or None,
-      max_long_side=feature_config.max_long_side)
+      max_long_side=feature_config.max_long_side, context_scale=feature_config.context_scale)
   shard_in_memory = {}
 
   def proposals_of(image_id):

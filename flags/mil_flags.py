@@ -65,6 +65,13 @@ WEIGHTS = flags.DEFINE_string('weights', _FEATURES.weights, 'Trunk weights: imag
 FEATURE_SHORT_SIDE = flags.DEFINE_integer('feature_short_side', _FEATURES.short_side,
                                           'Image short side (pixels) for the trunk; 0 = native.',
                                           lower_bound=0)
+FEATURE_POOL_SIZE = flags.DEFINE_integer('feature_pool_size', _FEATURES.pool_size,
+                                         'RoI grid side: each proposal gives pool_size**2 x '
+                                         'trunk channels values.', lower_bound=1)
+FEATURE_CONTEXT_SCALE = flags.DEFINE_float('feature_context_scale', _FEATURES.context_scale,
+                                           '0 (off), or also pool each proposal enlarged this '
+                                           'many times about its center (doubles the length).',
+                                           lower_bound=0.0)
 NUM_SHARDS = flags.DEFINE_integer('num_shards', 1, 'Split the cached stages (proposals, features) '
                                   'over this many workers ...', lower_bound=1)
 SHARD_INDEX = flags.DEFINE_integer('shard_index', 0, '... of which this process is number '

@@ -135,6 +135,26 @@ def test_extractor_many_rois_in_chunks_and_no_rois():
   assert chunked(image, np.zeros((0, 4), np.float32))[0].shape == (0, 20)
 
 
+def test_extractor_context_grid():
+  rng = np.random.default_rng(2)
+  image = rng.integers(0, 255, size=(32, 32, 3), dtype=np.uint8)
+  boxes = np.array([[8, 8, 16, 24], [0, 0, 32, 32]], np.float32)
+  trunk = tiny_trunk()
+  plain = features.FeatureExtractor(trunk, short_side=None)
+  context = features.FeatureExtractor(trunk, short_side=None, context_scale=2.0,
+                                      max_rois_per_call=3)
+  feats = context(image, boxes)[0]
+  assert feats.shape == (2, 40) and context.feature_dim() == 40
+  # First half: the box itself; second half: the box doubled about its center, here [4, 0, 20, 32].
+  np.testing.assert_allclose(feats[:, :20], plain(image, boxes)[0], rtol=1e-5, atol=1e-5)
+  enlarged = np.array([[4, 0, 20, 32], [-16, -16, 48, 48]], np.float32)
+  np.testing.assert_allclose(feats[:, 20:], plain(image, enlarged)[0], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(features.enlarge_boxes(boxes, 2.0), enlarged)
+  assert context(image, np.zeros((0, 4), np.float32))[0].shape == (0, 40)
+  with pytest.raises(ValueError, match='context_scale'):
+    features.FeatureExtractor(trunk, context_scale=0.5)
+
+
 def test_pad_replicate():
   images = tf.constant(np.arange(6, dtype=np.float32).reshape(1, 2, 3, 1))
   padded = features._pad_replicate(images, 1, 2).numpy()[0, :, :, 0]

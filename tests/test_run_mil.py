@@ -151,6 +151,8 @@ def test_bad_flag_values_are_clear(tmp_path):
                      "--dataset='nonsense' is not a data source")
   expect_clean_error(['--stages=data,bogus', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
                      "unknown stage 'bogus'")
+  expect_clean_error(['--feature_context_scale=0.5', f'--workdir={tmp_path / "w"}'],
+                     tmp_path / 'c', '--feature_context_scale=0.5: use 0 (off) or a factor above 1')
 
 
 @pytest.mark.slow
