@@ -162,7 +162,7 @@ def test_default_run_with_no_flags(tmp_path):
   env = dict(os.environ, CLICKSUP_CACHE_DIR=str(tmp_path / 'cache'))
   result = subprocess.run([sys.executable, os.path.join(REPO, 'run_mil.py')], cwd=tmp_path,
                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=600)
+                          timeout=1200)
   lines = result.stdout.strip().splitlines()
   assert result.returncode == 0, result.stdout
   results_path = tmp_path / 'runs' / 'synthetic_trainval_clicks2_seed0' / 'results.json'
