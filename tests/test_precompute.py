@@ -95,8 +95,8 @@ def test_workers_split_shards_and_features_follow(tmp_path):
                                                trunk=tiny_trunk())
   assert info['images_computed'] == 7 and features.num_shards == 4
   feats = dict(features.iter_images())
-  # 3 proposals per image, 2 x 2 pooling of 3 channels.
-  assert feats['im5']['features'].shape == (3, 12)
+  # 3 proposals per image, 3 x 3 pooling (the default) of 3 channels.
+  assert feats['im5']['features'].shape == (3, 27)
   assert feats['im5']['features'].dtype == np.float16
   # The features key follows the proposals key: other proposals, another features cache.
   other = precompute.proposals_cache(dataset, proposals_lib.ProposalConfig(max_boxes=5), root)
