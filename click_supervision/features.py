@@ -171,9 +171,8 @@ class FeatureExtractor:
     chunks = [self._pool(maps, scaled[i:i + self.max_rois_per_call]).numpy()
               for i in range(0, len(scaled), self.max_rois_per_call)]
     features = (np.concatenate(chunks) if chunks else
-                np.zeros((0, self.feature_dim(maps) // (2 if self.context_scale else 1)),
-                         np.float32))
-    if self.context_scale:  # [2P, D] -> [P, 2D]: each box's own grid, then its context grid.
+                np.zeros((0, self.feature_dim(maps)), np.float32))
+    if self.context_scale and chunks:  # [2P, D] -> [P, 2D]: the box's grid, then its context's.
       features = np.concatenate(np.split(features, 2), axis=1)
     return features, {'trunk': trunk_seconds, 'pooling': time.perf_counter() - start}
 
