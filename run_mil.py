@@ -90,7 +90,7 @@ def config_from_flags():
       trainer=flag(mil_flags.MIL_TRAINER),
       rerank_top=mil_flags.RERANK_TOP.value,
       near_miss_negatives=mil_flags.NEAR_MISS_NEGATIVES.value, svm_c=mil_flags.SVM_C.value,
-      seed=mil_flags.SEED.value)
+      svm_tol=mil_flags.SVM_TOL.value, seed=mil_flags.SEED.value)
   workdir = mil_flags.WORKDIR.value or os.path.join(
       'runs', f'{datasets.dataset_slug(data.dataset)}_{data.split}_clicks{click_config.num_clicks}'
       f'_seed{click_config.seed}')

@@ -116,6 +116,8 @@ NEAR_MISS_NEGATIVES = flags.DEFINE_integer(
     'overlapping its selection with IoU in [0.1, 0.5) used as negatives of the class (0 = off).',
     lower_bound=0)
 SVM_C = flags.DEFINE_float('svm_c', _MIL.svm_c, 'C of the linear SVMs.', lower_bound=0.0)
+SVM_TOL = flags.DEFINE_float('svm_tol', _MIL.svm_tol, 'Stopping tolerance of the linear SVMs '
+                             '(liblinear\'s dual gap).', lower_bound=0.0)
 AREA_FIT_DATA = flags.DEFINE_string('area_fit_data', 'synthetic', 'Data with boxes on which mu(d) '
                                     'of the box-area cue is fitted for simulated clicks: '
                                     '"synthetic" (another seed) or a --dataset value; never the '
