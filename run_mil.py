@@ -82,15 +82,18 @@ def config_from_flags():
   unknown = sorted(set(cues) - set(mil_lib.CUES))
   if unknown:
     raise UserError(f'--cues: unknown cue {unknown[0]!r}; cues are {",".join(mil_lib.CUES)}')
-  mil_config = mil_lib.MilConfig(
-      num_folds=flag(mil_flags.FOLDS), num_iterations=flag(mil_flags.MIL_ITERATIONS), cues=cues,
-      fusion=mil_flags.MIL_FUSION.value, appearance_weight=mil_flags.APPEARANCE_WEIGHT.value,
-      appearance_exponent=mil_flags.APPEARANCE_EXPONENT.value, sigma_bc=mil_flags.SIGMA_BC.value,
-      size_exponent=mil_flags.SIZE_EXPONENT.value, init=mil_flags.MIL_INIT.value,
-      trainer=flag(mil_flags.MIL_TRAINER),
-      rerank_top=mil_flags.RERANK_TOP.value,
-      near_miss_negatives=mil_flags.NEAR_MISS_NEGATIVES.value, svm_c=mil_flags.SVM_C.value,
-      svm_tol=mil_flags.SVM_TOL.value, seed=mil_flags.SEED.value)
+  try:
+    mil_config = mil_lib.MilConfig(
+        num_folds=flag(mil_flags.FOLDS), num_iterations=flag(mil_flags.MIL_ITERATIONS), cues=cues,
+        fusion=mil_flags.MIL_FUSION.value, appearance_weight=mil_flags.APPEARANCE_WEIGHT.value,
+        appearance_exponent=mil_flags.APPEARANCE_EXPONENT.value, sigma_bc=mil_flags.SIGMA_BC.value,
+        size_exponent=mil_flags.SIZE_EXPONENT.value, init=mil_flags.MIL_INIT.value,
+        trainer=flag(mil_flags.MIL_TRAINER),
+        rerank_top=mil_flags.RERANK_TOP.value,
+        near_miss_negatives=mil_flags.NEAR_MISS_NEGATIVES.value, svm_c=mil_flags.SVM_C.value,
+        svm_tol=mil_flags.SVM_TOL.value, seed=mil_flags.SEED.value)
+  except ValueError as e:  # MilConfig names the bad field; absl's bounds cannot say "> 0".
+    raise UserError(f'MIL flags: {e}') from None
   workdir = mil_flags.WORKDIR.value or os.path.join(
       'runs', f'{datasets.dataset_slug(data.dataset)}_{data.split}_clicks{click_config.num_clicks}'
       f'_seed{click_config.seed}')

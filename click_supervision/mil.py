@@ -77,8 +77,8 @@ class MilConfig:
     size_exponent: lambda of the box-center cue's size factor `cues.box_size_score` (the
       1 / area normaliser of the click likelihood, tempered; 0 = the paper's s_bc alone). Part of
       the `box_center` cue and used only with `sigma_bc_relative` (with a fixed sigma in pixels
-      the likelihood has no area term). 0 by default: 0.3 raises cue-only CorLoc on the tuning sets but
-      not MIL's (BUILD_NOTES).
+      the likelihood has no area term). 0 by default: 0.3 raises cue-only CorLoc on the tuning
+      sets but not MIL's (BUILD_NOTES).
     sigma_bc_two_clicks_factor: sigma for the mean of two clicks = factor x sigma_bc (the mean of
       two independent clicks errs by 1/sqrt(2) of one).
     sigma_ba: box-area sigma in natural-log units; None = `sigma_ba_factor` x the area model's
@@ -155,6 +155,8 @@ class MilConfig:
       raise ValueError(f'unknown fusion {self.fusion!r}; choices are {FUSIONS}')
     if self.appearance_exponent <= 0:
       raise ValueError(f'appearance_exponent must be > 0, not {self.appearance_exponent}')
+    if self.svm_c <= 0 or self.svm_tol <= 0:
+      raise ValueError(f'svm_c and svm_tol must be > 0, not {self.svm_c} and {self.svm_tol}')
     if self.size_exponent < 0:
       raise ValueError(f'size_exponent must be >= 0, not {self.size_exponent}')
     if self.trainer not in TRAINERS:

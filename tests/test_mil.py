@@ -166,6 +166,12 @@ def test_unknown_trainer_is_rejected():
     mil.MilConfig(trainer='boosting')
 
 
+@pytest.mark.parametrize('field', ['svm_c', 'svm_tol'])
+def test_svm_settings_must_be_positive(field):
+  with pytest.raises(ValueError, match='must be > 0'):
+    mil.MilConfig(**{field: 0.0})
+
+
 def test_lda_points_from_background_to_the_positives():
   rng = np.random.default_rng(0)
   # Background with one high-variance direction (axis 0) and small variance elsewhere.

@@ -153,6 +153,8 @@ def test_bad_flag_values_are_clear(tmp_path):
                      "unknown stage 'bogus'")
   expect_clean_error(['--feature_context_scale=0.5', f'--workdir={tmp_path / "w"}'],
                      tmp_path / 'c', '--feature_context_scale=0.5: use 0 (off) or a factor above 1')
+  expect_clean_error(['--svm_tol=0', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
+                     'svm_c and svm_tol must be > 0')
 
 
 @pytest.mark.slow
