@@ -19,10 +19,11 @@ Guarantees:
 import hashlib
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from click_supervision import atomic
 
 _IDS_KEY = '__image_ids__'
 
@@ -65,7 +66,7 @@ class ShardedCache:
     os.makedirs(self.dir, exist_ok=True)
     params_path = os.path.join(self.dir, 'params.json')
     if not os.path.exists(params_path):
-      _atomic_write_bytes(params_path, json.dumps(
+      atomic.write_bytes(params_path, json.dumps(
           {'name': name, 'params': params, 'images_per_shard': images_per_shard,
            'num_images': len(self.image_ids)}, indent=2, sort_keys=True).encode())
 
@@ -129,17 +130,8 @@ class ShardedCache:
         if '/' in field:
           raise ValueError(f'field names may not contain "/": {field!r}')
         arrays[f'{index}/{field}'] = np.asarray(value)
-    fd, tmp = tempfile.mkstemp(dir=self.dir, suffix='.tmp')
-    try:
-      with os.fdopen(fd, 'wb') as f:
-        np.savez(f, **arrays)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, self.shard_path(shard))
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
+    with atomic.open_atomic(self.shard_path(shard)) as f:
+      np.savez(f, **arrays)
 
   def missing_shards(self, num_workers=1, worker_index=0):
     """This worker's shards that are not done yet (missing, partial or corrupt)."""
@@ -158,9 +150,3 @@ class ShardedCache:
       for image_id in self.shard_image_ids(shard):
         yield image_id, per_image[image_id]
 
-
-def _atomic_write_bytes(path, data):
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)

@@ -36,13 +36,14 @@ Inside the library a click is `(y, x)` float32 in pixels, like the boxes.
 
 import collections
 import hashlib
+import itertools
 import json
 import math
 import os
-import tempfile
 
 import numpy as np
 
+from click_supervision import atomic
 from click_supervision import boxes as box_lib
 from click_supervision.errors import ClickFileError
 
@@ -100,16 +101,7 @@ def write_click_file(path, rows, header_extra=None):
     rows: iterable of click dicts with the keys of the module docstring.
     header_extra: dict of extra header keys (e.g. simulator parameters).
   """
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-  with os.fdopen(fd, 'w', encoding='utf-8') as f:
-    f.write(json.dumps(_header(header_extra)) + '\n')
-    for row in rows:
-      f.write(json.dumps(row) + '\n')
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  atomic.write_jsonl(path, itertools.chain([_header(header_extra)], rows))
 
 
 def _check_row(row, path, line_number):

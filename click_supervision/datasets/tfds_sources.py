@@ -51,6 +51,7 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
+from click_supervision import atomic
 from click_supervision import boxes as box_lib
 from click_supervision.datasets import class_names as class_names_lib
 from click_supervision.datasets import records as records_lib
@@ -359,10 +360,7 @@ def _export_image(encoded, directory, image_id):
   path = os.path.join(directory, image_id + extension)
   if os.path.isfile(path) and os.path.getsize(path) == len(encoded):
     return path, False
-  temp = f'{path}.tmp{os.getpid()}'
-  with open(temp, 'wb') as f:
-    f.write(encoded)
-  os.replace(temp, path)
+  atomic.write_bytes(path, encoded)
   return path, True
 
 
