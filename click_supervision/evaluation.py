@@ -56,7 +56,7 @@ def _nan_mean(values):
 
 
 def corloc(records, localizations, num_classes, iou_threshold=0.5):
-  """Correct Localization: the fraction of positive (image, class) pairs localized correctly.
+  """Correct Localization, as the WSOD literature and the paper count it: per class, then the mean.
 
   A positive pair is `(image_id, c)` for every class `c` in the record's `image_labels` (the weak
   labels the learner sees). It is correct when its selected box has IoU >= `iou_threshold` with any
@@ -64,6 +64,10 @@ def corloc(records, localizations, num_classes, iou_threshold=0.5):
   object does localize the class. A pair without a localization counts as wrong (and in
   `num_missing`), so a learner cannot raise its CorLoc by skipping hard pairs. Crowd regions are
   not ground-truth boxes here (records only derive `image_labels` from non-crowd boxes).
+
+  `corloc` is the mean over classes of each class's fraction of correct pairs, classes without
+  pairs left out of the mean (not counted as zero); `corloc_pooled` is the fraction over all
+  pairs, which weighs frequent classes (VOC's person) more.
 
   Args:
     records: list of record dicts (`click_supervision.datasets.records`).
@@ -73,12 +77,14 @@ def corloc(records, localizations, num_classes, iou_threshold=0.5):
     iou_threshold: float, inclusive IoU threshold (0.5 in the paper).
   Returns:
     dict with
-      corloc: float, correct / all positive pairs (NaN when there are no pairs).
-      corloc_non_difficult: float, the same over the pairs with at least one non-difficult
-        instance of the class (the same correctness rule: any instance, difficult or not, counts).
+      corloc: float, mean over classes with pairs of the per-class CorLoc (NaN without pairs).
+      corloc_pooled: float, correct / all positive pairs.
+      corloc_non_difficult, corloc_pooled_non_difficult: the same over the pairs with at least
+        one non-difficult instance of the class (the same correctness rule: any instance,
+        difficult or not, counts).
       num_pairs, num_pairs_non_difficult, num_correct, num_missing: int.
-      per_class: list of `num_classes` floats, CorLoc over each class's pairs (NaN for a class
-        with no positive pair).
+      per_class, per_class_non_difficult: lists of `num_classes` floats (NaN for a class with no
+        such pair).
       correct: dict `(image_id, class_index) -> bool` for every positive pair, for error analysis.
   Raises:
     ValueError: a key of `localizations` is not a positive pair (names the first such key).
@@ -110,14 +116,20 @@ def corloc(records, localizations, num_classes, iou_threshold=0.5):
     return float(np.mean([correct[p] for p in pairs])) if pairs else float('nan')
 
   pairs_non_difficult = [p for p in positive_pairs if non_difficult[p]]
+  per_class = [fraction([p for p in positive_pairs if p[1] == c]) for c in range(num_classes)]
+  per_class_non_difficult = [fraction([p for p in pairs_non_difficult if p[1] == c])
+                             for c in range(num_classes)]
   return {
-      'corloc': fraction(positive_pairs),
-      'corloc_non_difficult': fraction(pairs_non_difficult),
+      'corloc': _nan_mean(per_class),
+      'corloc_pooled': fraction(positive_pairs),
+      'corloc_non_difficult': _nan_mean(per_class_non_difficult),
+      'corloc_pooled_non_difficult': fraction(pairs_non_difficult),
       'num_pairs': len(positive_pairs),
       'num_pairs_non_difficult': len(pairs_non_difficult),
       'num_correct': int(sum(correct.values())),
       'num_missing': sum(p not in selected for p in positive_pairs),
-      'per_class': [fraction([p for p in positive_pairs if p[1] == c]) for c in range(num_classes)],
+      'per_class': per_class,
+      'per_class_non_difficult': per_class_non_difficult,
       'correct': correct,
   }
 

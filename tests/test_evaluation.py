@@ -56,7 +56,8 @@ def test_corloc_missing_pair_counts_as_wrong():
   records = _two_image_records()
   result = evaluation.corloc(records, {('a', 0): BOX_A, ('b', 0): BOX_A}, 2)
   assert result['num_missing'] == 1
-  assert result['corloc'] == pytest.approx(2 / 3)
+  assert result['corloc_pooled'] == pytest.approx(2 / 3)
+  assert result['corloc'] == 0.5  # Class 0: 2 of 2, class 1: 0 of 1; mean (1 + 0) / 2.
   assert result['per_class'] == [1.0, 0.0]
   assert result['correct'][('b', 1)] is False
 
@@ -77,8 +78,11 @@ def test_corloc_difficult_only_pair_excluded_from_non_difficult():
   result = evaluation.corloc(records, {('a', 0): FAR_AWAY, ('b', 0): BOX_A, ('b', 1): BOX_B}, 2)
   assert result['num_pairs'] == 3
   assert result['num_pairs_non_difficult'] == 2
-  assert result['corloc'] == pytest.approx(2 / 3)  # b/0 and b/1 correct, a/0 wrong.
-  assert result['corloc_non_difficult'] == 0.5  # b/0 correct, a/0 wrong.
+  assert result['corloc_pooled'] == pytest.approx(2 / 3)  # b/0 and b/1 correct, a/0 wrong.
+  assert result['corloc'] == 0.75  # Class 0: 1 of 2, class 1: 1 of 1.
+  assert result['corloc_pooled_non_difficult'] == 0.5  # b/0 correct, a/0 wrong.
+  assert result['corloc_non_difficult'] == 0.5  # Class 1 has no non-difficult pair: left out.
+  assert math.isnan(result['per_class_non_difficult'][1])
   assert result['correct'][('b', 1)] is True
 
 
@@ -92,7 +96,22 @@ def test_corloc_no_pairs_is_nan():
   result = evaluation.corloc([_record('empty', [], [])], {}, 2)
   assert result['num_pairs'] == 0
   assert math.isnan(result['corloc'])
+  assert math.isnan(result['corloc_pooled'])
   assert math.isnan(result['corloc_non_difficult'])
+
+
+def test_corloc_is_the_mean_over_classes_not_over_pairs():
+  # Class 0 ("person"): 4 pairs, 3 correct. Class 1: 1 pair, wrong. Class 2: no pairs.
+  # Pooled over pairs: 3 / 5 = 0.6. Mean over the classes with pairs: (3/4 + 0/1) / 2 = 0.375;
+  # class 2 is left out of the mean, not counted as zero (which would give 0.25).
+  records = [_record(f'p{i}', [BOX_A], [0]) for i in range(4)] + [_record('q', [BOX_B], [1])]
+  localizations = {('p0', 0): BOX_A, ('p1', 0): BOX_A, ('p2', 0): BOX_A, ('p3', 0): FAR_AWAY,
+                   ('q', 1): FAR_AWAY}
+  result = evaluation.corloc(records, localizations, 3)
+  assert result['corloc_pooled'] == pytest.approx(0.6)
+  assert result['corloc'] == pytest.approx(0.375)
+  assert result['per_class'][:2] == [0.75, 0.0]
+  assert math.isnan(result['per_class'][2])
 
 
 # ---------------------------------------------------------------------------------------- VOC AP
