@@ -184,3 +184,49 @@ def test_skip_bad_records_counts_and_logs(tmp_path):
   assert len(dataset.skipped) == 1 and dataset.skipped[0]['problem'] == 'no <size> element'
   assert len(messages) == 1 and 'b.xml' in messages[0]
   assert records_lib.summarize(dataset)['num_skipped'] == 1
+
+
+def _outside_image(tmp_path):
+  """A real JPEG beside the VOC folder (tmp_path/voc), which no <filename> may reach."""
+  path = tmp_path / 'secret.jpg'
+  shutil.copy(tmp_path / 'voc' / 'JPEGImages' / 'b.jpg', path)
+  return str(path)
+
+
+@pytest.mark.parametrize('filename', ['../../secret.jpg', 'sub/../../../secret.jpg',
+                                      '..\\..\\secret.jpg', 'ABSOLUTE'])
+def test_filename_leading_out_of_jpegimages_is_refused(tmp_path, filename):
+  root = make_voc_folder(str(tmp_path / 'voc'), TWO_IMAGES)
+  outside = _outside_image(tmp_path)
+  if filename == 'ABSOLUTE':
+    filename = outside
+  os.remove(os.path.join(root, 'JPEGImages', 'b.jpg'))  # So that <filename> is looked up.
+  write_xml(os.path.join(root, 'Annotations', 'b.xml'), filename, 20, 20,
+            [('dog', (2, 3, 4, 5), False)])
+  error = _expect_error(root, 'must name a file inside JPEGImages/', 'b.xml')
+  assert repr(filename) in error.problem
+  messages = []
+  dataset = voc.load_voc(root, 'trainval', skip_bad_records=True, log=messages.append)
+  assert [r['image_id'] for r in dataset.records] == ['a']
+  assert len(dataset.skipped) == 1 and dataset.skipped[0]['path'].endswith('b.xml')
+  assert len(messages) == 1 and repr(filename) in messages[0]
+
+
+def test_filename_inside_jpegimages_is_followed(tmp_path):
+  root = make_voc_folder(str(tmp_path / 'voc'), TWO_IMAGES)
+  os.makedirs(os.path.join(root, 'JPEGImages', 'sub'))
+  os.rename(os.path.join(root, 'JPEGImages', 'b.jpg'), os.path.join(root, 'JPEGImages', 'sub',
+                                                                    'b2.jpg'))
+  write_xml(os.path.join(root, 'Annotations', 'b.xml'), 'sub/b2.jpg', 20, 20,
+            [('dog', (2, 3, 4, 5), False)])
+  record = voc.load_voc(root, 'trainval').records[1]
+  assert record['path'] == os.path.join(root, 'JPEGImages', 'sub', 'b2.jpg')
+
+
+def test_bad_filename_is_not_read_when_the_id_image_exists(tmp_path):
+  # Labelling tools write other paths into <filename>; <id>.jpg wins and <filename> is unused.
+  root = make_voc_folder(str(tmp_path / 'voc'), TWO_IMAGES)
+  write_xml(os.path.join(root, 'Annotations', 'b.xml'), _outside_image(tmp_path), 20, 20,
+            [('dog', (2, 3, 4, 5), False)])
+  record = voc.load_voc(root, 'trainval').records[1]
+  assert record['path'] == os.path.join(root, 'JPEGImages', 'b.jpg')

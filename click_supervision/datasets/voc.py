@@ -3,7 +3,8 @@
 Layout expected under `root`:
   Annotations/<id>.xml      one XML per image (`<size>`, `<object>` with `<name>`, `<difficult>`,
                             `<bndbox>`).
-  JPEGImages/<id>.jpg       the image (or the file named by the XML's `<filename>`).
+  JPEGImages/<id>.jpg       the image (or, without it, the file the XML's `<filename>` names
+                            inside JPEGImages/: an absolute name or one with `..` is an error).
   ImageSets/Main/<split>.txt  image ids of the split, one per line (LF or CRLF).
   classes.txt (optional)    class names, one per line, fixing the class order; without it the 20
                             PASCAL classes are used when every object is one of them.
@@ -119,11 +120,40 @@ def _check_box_inside(box, height, width, xml_path, name):
   return box_lib.clip_to_image(box[None], height, width)[0]
 
 
-def _find_image(root, image_id, filename):
-  candidates = [os.path.join(root, 'JPEGImages', image_id + '.jpg')]
+def _confined_image_path(root, filename, xml_path):
+  """`JPEGImages/<filename>`, refusing a `<filename>` that would lead out of `JPEGImages/`.
+
+  The check is on the name, not on resolved links: a JPEGImages/ that is itself a symbolic link
+  (a common way to share images between dataset copies) stays readable.
+
+  Raises:
+    DataError naming `xml_path` and the filename when it is absolute or has a `..` component.
+  """
+  # Backslashes count as separators too: '..\\x' is a plain name here but not on Windows, and no
+  # honest annotation needs one.
+  parts = filename.replace('\\', '/').split('/')
+  if os.path.isabs(filename) or not parts[0] or '..' in parts:
+    raise DataError(xml_path, f'<filename> {filename!r} must name a file inside JPEGImages/ (no '
+                    f'absolute path, no "..")')
+  return os.path.join(root, 'JPEGImages', filename)
+
+
+def _find_image(root, image_id, filename, xml_path):
+  """The image file of `image_id`: `JPEGImages/<id>.jpg`, else the XML's `<filename>`.
+
+  `<filename>` is only read when `<id>.jpg` is missing, so a folder whose XML files carry some
+  other path there (written by a labelling tool) keeps working as long as `<id>.jpg` exists.
+
+  Returns:
+    The path (str), or None when neither file exists.
+  Raises:
+    DataError naming `xml_path` when `<filename>` would lead out of `JPEGImages/`.
+  """
+  candidate = os.path.join(root, 'JPEGImages', image_id + '.jpg')
+  if os.path.isfile(candidate):
+    return candidate
   if filename:
-    candidates.append(os.path.join(root, 'JPEGImages', filename))
-  for candidate in candidates:
+    candidate = _confined_image_path(root, filename, xml_path)
     if os.path.isfile(candidate):
       return candidate
   return None
@@ -181,7 +211,7 @@ def load_voc(root, split, name=None, skip_bad_records=False, log=print):
         raise DataError(xml_path, f'image id {image_id!r} of {os.path.basename(split_file)} has no '
                         f'annotation file')
       annotation = parse_annotation(xml_path)
-      image_path = _find_image(root, image_id, annotation['filename'])
+      image_path = _find_image(root, image_id, annotation['filename'], xml_path)
       if image_path is None:
         raise DataError(os.path.join(root, 'JPEGImages', image_id + '.jpg'),
                         f'image id {image_id!r} has no image file')
