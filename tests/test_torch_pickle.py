@@ -184,3 +184,68 @@ def test_non_dict_object_is_not_a_state_dict(tmp_path):
   with pytest.raises(ValueError, match='not a state dict'):
     torch_pickle.load_legacy_state_dict(path)
   assert torch_pickle.load_legacy(path) == [1, 2]
+
+
+def _big_int_file(path, offset, size, stride):
+  """A one-tensor file whose ints may pass BININT's 32 bits (the `_emit` writer's only int).
+
+  The tensor is written with distinct small placeholders, whose BININT opcodes are then replaced
+  by LONG1 opcodes carrying the real values.
+  """
+  values = [offset, *size, *stride]
+  placeholders = [987650 + i for i in range(len(values))]
+  offset_p, *rest = placeholders
+  size_p, stride_p = tuple(rest[:len(size)]), tuple(rest[len(size):])
+  body = _pickle_body({'w': _tensor('FloatStorage', '1', 4, offset_p, size_p, stride_p)})
+  for placeholder, value in zip(placeholders, values):
+    data = value.to_bytes((value.bit_length() + 8) // 8, 'little', signed=True)
+    old = b'J' + struct.pack('<i', placeholder)
+    assert body.count(old) == 1
+    body = body.replace(old, b'\x8a' + bytes([len(data)]) + data)  # LONG1
+  _write_legacy(path, None, [('1', np.arange(4, dtype=np.float32))], main_pickle=body)
+
+
+@pytest.mark.parametrize('size, stride', [
+    ((2 ** 31, 2 ** 31), (0, 0)),  # 16 EiB of float32 from 4 stored elements.
+    ((2 ** 30, 4), (0, 1)),  # 16 GiB: one row repeated.
+    ((2, 3), (1, 1)),  # Overlapping rows, in bounds, but more elements than the storage.
+])
+def test_overlapping_views_are_refused_before_allocating(tmp_path, size, stride):
+  path = tmp_path / 'stride0.pth'
+  _big_int_file(path, 0, size, stride)
+  with pytest.raises(ValueError, match=r'stride0.pth.*elements but its storage .* holds 4'):
+    torch_pickle.load_legacy_state_dict(path)
+
+
+@pytest.mark.parametrize('offset, size, stride, match', [
+    (2 ** 62, (1,), (1,), 'past the end'),  # Offset far past the storage.
+    (3, (2,), (1,), 'past the end'),  # Runs one element past the end.
+    (0, (0, 2 ** 63), (1, 1), 'not a valid array shape'),  # No elements, but no array either.
+])
+def test_offsets_and_sizes_past_the_storage_are_refused(tmp_path, offset, size, stride, match):
+  path = tmp_path / 'far.pth'
+  _big_int_file(path, offset, size, stride)
+  with pytest.raises(ValueError, match=f'far.pth.*{match}'):
+    torch_pickle.load_legacy_state_dict(path)
+
+
+def test_stride_of_a_size_one_dimension_is_ignored(tmp_path):
+  # PyTorch may leave any stride on a dimension of size 1; a huge one must neither fail nor matter.
+  path = tmp_path / 'unit.pth'
+  _big_int_file(path, 1, (1, 3), (2 ** 70, 1))
+  np.testing.assert_array_equal(torch_pickle.load_legacy_state_dict(path)['w'], [[1, 2, 3]])
+
+
+def test_many_tensors_over_one_storage_are_refused(tmp_path):
+  # Each view is in bounds, but together they would multiply the stored bytes.
+  obj = {f'w{i}': _tensor('FloatStorage', '1', 4, 0, (4,), (1,)) for i in range(5)}
+  path = tmp_path / 'many.pth'
+  _write_legacy(path, obj, [('1', np.zeros(4, np.float32))])
+  with pytest.raises(ValueError, match='many.pth.*more than 4 times the 16 bytes'):
+    torch_pickle.load_legacy_state_dict(path)
+  # Tied weights (two tensors over one storage) stay readable.
+  obj = {'embedding': _tensor('FloatStorage', '1', 4, 0, (2, 2), (2, 1)),
+         'head': _tensor('FloatStorage', '1', 4, 0, (2, 2), (1, 2))}
+  _write_legacy(path, obj, [('1', np.arange(4, dtype=np.float32))])
+  state = torch_pickle.load_legacy_state_dict(path)
+  np.testing.assert_array_equal(state['head'], state['embedding'].T)

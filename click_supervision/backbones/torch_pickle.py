@@ -18,6 +18,9 @@ Offsets, sizes and strides count elements, not bytes. Tensors are often views th
 their storage contiguously: every conv kernel in the EfficientNet file is an OIHW view with strides
 over HWIO memory. So each tensor is rebuilt from (storage, offset, size, stride) with
 `numpy.lib.stride_tricks.as_strided`, bounds-checked first, and copied to a C-contiguous array.
+Before any copy is allocated, a tensor with more elements than its storage holds (overlapping
+elements: a stride of 0) is refused, and all arrays together may hold at most `MAX_OUTPUT_RATIO`
+times the stored bytes, so a crafted file cannot ask for more memory than a few times its size.
 
 Security: a pickle can call any importable function. The unpickler here resolves only the few
 globals the format needs (`collections.OrderedDict`, `torch._utils._rebuild_tensor_v2`, the
@@ -27,6 +30,7 @@ file raises `ValueError` instead of running code.
 
 import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -51,6 +55,12 @@ STORAGE_DTYPES = {
 }
 
 _ZIP_MAGIC = b'PK\x03\x04'
+
+# The arrays read from a file may hold at most this many times the bytes of its storages. A state
+# dict stores every parameter once (tied weights: one storage read as two tensors), so its ratio
+# is 1 or 2; a crafted file of many tensors over one storage would otherwise multiply a few MB on
+# disk into any amount of memory.
+MAX_OUTPUT_RATIO = 4
 
 
 class _StorageType:
@@ -155,25 +165,54 @@ class _RestrictedUnpickler(pickle.Unpickler):
     return _StorageRef(key, storage_type, view_offset, view_numel)
 
 
-def _strided_copy(data, ref):
-  """The C-contiguous numpy array of a `_TensorRef` over its root storage's elements `data`.
+def _check_view(data, ref):
+  """Checks a `_TensorRef` against its root storage's elements `data` before anything is read.
 
-  Bounds are checked before `as_strided`, which would otherwise read arbitrary memory.
+  The tensor must lie inside its storage (`as_strided` would otherwise read arbitrary memory) and
+  hold no more elements than the storage has from its offset on. A tensor whose elements overlap
+  (a stride of 0, as `expand` makes) could otherwise ask for any size from a few stored bytes (a
+  crafted file with size (2**31, 2**31) and strides (0, 0) asked for 16 EiB); state dicts do not
+  hold such views, so they are refused.
+
+  Returns:
+    The tensor's element count (int).
+  Raises:
+    ValueError saying what is wrong.
   """
   storage = ref.storage
-  offset = storage.offset + ref.offset
   size, stride = ref.size, ref.stride
   if ref.offset < 0 or any(d < 0 for d in size) or any(s < 0 for s in stride):
     raise ValueError(f'negative offset, size or stride (offset {ref.offset}, size {size}, '
                      f'stride {stride})')
-  if 0 in size:
-    return np.zeros(size, data.dtype)
+  numel = math.prod(size)
+  if numel == 0:
+    return 0  # Reads nothing; `_strided_copy` checks that the shape makes an array.
   last = ref.offset + sum((d - 1) * s for d, s in zip(size, stride))
   if storage.offset < 0 or last >= storage.numel or storage.offset + storage.numel > data.size:
     raise ValueError(f'tensor (offset {ref.offset}, size {size}, stride {stride}) reaches past the '
                      f'end of its storage {storage.key!r} ({storage.numel} elements)')
-  view = np.lib.stride_tricks.as_strided(
-      data[offset:], shape=size, strides=[s * data.itemsize for s in stride], writeable=False)
+  if numel > storage.numel - ref.offset:
+    raise ValueError(f'tensor (offset {ref.offset}, size {size}, stride {stride}) has {numel} '
+                     f'elements but its storage {storage.key!r} holds {storage.numel}: its elements '
+                     'overlap (a stride of 0?), which a state dict does not need')
+  return numel
+
+
+def _strided_copy(data, ref):
+  """The C-contiguous numpy array of a `_TensorRef` over its root storage's elements `data`.
+
+  Checked with `_check_view` first.
+  """
+  if _check_view(data, ref) == 0:
+    try:
+      return np.zeros(ref.size, data.dtype)
+    except (ValueError, OverflowError) as e:  # Too many dimensions, or one past numpy's intp.
+      raise ValueError(f'tensor size {ref.size} is not a valid array shape ({e})') from None
+  # A dimension of size 1 never steps, so its stride is irrelevant (PyTorch may leave any value
+  # there); 0 keeps a huge one from overflowing numpy's byte strides.
+  byte_strides = [s * data.itemsize if d > 1 else 0 for d, s in zip(ref.size, ref.stride)]
+  view = np.lib.stride_tricks.as_strided(data[ref.storage.offset + ref.offset:], shape=ref.size,
+                                         strides=byte_strides, writeable=False)
   return np.array(view, order='C')
 
 
@@ -262,8 +301,19 @@ def _load(path):
   tensors = []
   _collect_tensors(obj, tensors)
   arrays = {}
+  stored_bytes = sum(array.nbytes for array in data.values())
+  output_bytes = 0
   for ref in tensors:
+    if id(ref) in arrays:
+      continue  # One tensor pickled once and referenced again (pickle's memo) is one array.
     try:
+      numel = _check_view(data[ref.storage.key], ref)
+      # Many tensors may view the same storage, each copied: bound their sum before allocating.
+      output_bytes += numel * ref.storage.storage_type.dtype.itemsize
+      if output_bytes > MAX_OUTPUT_RATIO * stored_bytes:
+        raise ValueError(f'its tensors hold more than {MAX_OUTPUT_RATIO} times the {stored_bytes} '
+                         'bytes of their storages (many tensors over the same elements), which a '
+                         'state dict does not need')
       array = _strided_copy(data[ref.storage.key], ref)
     except ValueError as e:
       raise ValueError(f'{path}: {e}') from e
@@ -281,8 +331,10 @@ def load_legacy(path):
     The saved object with every tensor replaced by a C-contiguous numpy array of its dtype
     (float32 for FloatStorage, int64 for LongStorage, ...) and its PyTorch shape.
   Raises:
-    ValueError naming the file: a zip-format (new-style) file, a malformed or truncated file, or a
-    pickle that references any global other than those of the format.
+    ValueError naming the file: a zip-format (new-style) file, a malformed or truncated file, a
+    tensor outside its storage or with overlapping elements (`_check_view`), tensors holding more
+    than `MAX_OUTPUT_RATIO` times the stored bytes, or a pickle that references any global other
+    than those of the format.
   """
   return _load(os.fspath(path))
 
