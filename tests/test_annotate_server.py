@@ -25,6 +25,13 @@ IMAGES = {
 NUM_PAIRS = 4  # a/dog, a/cat, b/dog, c/cat
 
 
+def strict_json(data):
+  """Parses JSON the way browsers' JSON.parse does: NaN and Infinity are not JSON."""
+  def refuse(name):
+    raise ValueError(f'{name} is not JSON')
+  return json.loads(data, parse_constant=refuse)
+
+
 @pytest.fixture(name='dataset')
 def dataset_fixture(tmp_path):
   root = vocfolder.make_voc_folder(str(tmp_path / 'voc'), IMAGES)
@@ -61,7 +68,7 @@ class Client:
     content_type = response.getheader('Content-Type', '')
     connection.close()
     if content_type.startswith('application/json') and payload:  # HEAD answers have no body.
-      payload = json.loads(payload)
+      payload = strict_json(payload)
     return response.status, payload, content_type
 
   def post(self, path, body):
@@ -69,6 +76,12 @@ class Client:
 
   def get(self, path):
     return self.request('GET', path)[:2]
+
+  def summary(self):
+    """The full summary (every annotator's row)."""
+    status, payload = self.get('/api/summary')
+    assert status == 200, payload
+    return payload
 
   def qualify(self, annotator):
     status, test = self.get(f'/api/qualification?annotator={annotator}')
@@ -244,7 +257,7 @@ def test_each_pair_gets_distinct_annotators_and_the_file_trains(client, dataset)
     assert sorted(c.annotator for c in selected[pair]) == ['alice', 'bob']
     assert all(c.source == 'human' and c.response_time_s == 1.5 for c in selected[pair])
 
-  summary = client.get('/api/summary')[1]
+  summary = client.summary()
   assert summary['pairs_complete'] == NUM_PAIRS and summary['clicks_total'] == 2 * NUM_PAIRS
   assert summary['pairs_by_clicks'] == {'2': NUM_PAIRS}
   assert summary['median_response_time_s'] == 1.5
@@ -276,7 +289,7 @@ def test_agreement_is_relative_to_the_box_size(client):
                                     'x': 20.0, 'y': 20.0, 'response_time_s': 1.0})[0] == 200
   assert client.post('/api/click', {'annotator': 'bob', 'image_id': 'b', 'class': 'dog',
                                     'x': 26.0, 'y': 28.0, 'response_time_s': 3.0})[0] == 200
-  summary = client.get('/api/summary')[1]
+  summary = client.summary()
   assert summary['agreement']['pairs'] == 1
   assert summary['agreement']['median_distance_rel'] == pytest.approx(10.0 / (31 * 21) ** 0.5)
   assert summary['median_response_time_s'] == 2.0
@@ -337,7 +350,7 @@ def test_gold_pairs_flag_an_annotator_who_clicks_off_the_objects(dataset, tmp_pa
     flags = {c.annotator: c.flagged for clicks in click_set.clicks.values() for c in clicks}
     assert flags == {'mallory': True, 'alice': False}
     # Flagged clicks do not count: pairs mallory clicked still need two good annotators.
-    summary = client.get('/api/summary')[1]
+    summary = client.summary()
     assert summary['clicks_flagged'] == 2 and summary['pairs_complete'] == 0
     by_name = {a['annotator']: a for a in summary['annotators']}
     assert by_name['mallory']['gold_missed'] == 2 and by_name['mallory']['flagged']

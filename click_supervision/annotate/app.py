@@ -43,7 +43,12 @@ from click_supervision.errors import UserError
 LOG_FORMAT_NAME = 'click_supervision.annotation_log'
 LOG_FORMAT_VERSION = 1
 # Letters, digits and `_ . @ -`, starting with a letter or digit: safe in file names and logs.
-ANNOTATOR_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$')
+# Always used with fullmatch: `$` also matches before a final newline, so `match` took 'eve\n'
+# for a name (a second annotator beside 'eve').
+ANNOTATOR_PATTERN = re.compile(r'[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}')
+# A click's measured time: longer than an hour is no click, and an unbounded one (1e308) made
+# the summary's sums infinite.
+MAX_RESPONSE_TIME_S = 3600.0
 
 
 class ApiError(Exception):
@@ -226,7 +231,7 @@ class AnnotationApp:
 
   @staticmethod
   def _check_annotator(annotator):
-    if not isinstance(annotator, str) or not ANNOTATOR_PATTERN.match(annotator):
+    if not isinstance(annotator, str) or not ANNOTATOR_PATTERN.fullmatch(annotator):
       raise ApiError(400, 'annotator must be 1-64 letters, digits or "_.@-", starting with a '
                      'letter or digit')
     return annotator
@@ -357,8 +362,9 @@ class AnnotationApp:
       raise ApiError(400, f'click (x={x}, y={y}) lies outside the {record["width"]} x '
                      f'{record["height"]} image {image_id}')
     if response_time_s is not None and not (_is_number(response_time_s) and
-                                            response_time_s >= 0):
-      raise ApiError(400, 'response_time_s must be a number >= 0 or null')
+                                            0 <= response_time_s <= MAX_RESPONSE_TIME_S):
+      raise ApiError(400, f'response_time_s must be a number of seconds from 0 to '
+                     f'{MAX_RESPONSE_TIME_S:g}, or null')
     with self._lock:
       self._require_worker(annotator)
       if any(r['annotator'] == annotator for r in self._by_pair.get(pair, [])):
@@ -508,5 +514,10 @@ class AnnotationApp:
 
 
 def _is_number(value):
-  return (isinstance(value, (int, float)) and not isinstance(value, bool) and
-          math.isfinite(value))
+  """A finite int or float (not a bool) that converts to a float: JSON ints are unbounded."""
+  if not isinstance(value, (int, float)) or isinstance(value, bool):
+    return False
+  try:
+    return math.isfinite(value)
+  except OverflowError:  # An int beyond float range, e.g. 10**400.
+    return False

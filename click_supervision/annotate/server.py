@@ -18,7 +18,9 @@ Routes (every JSON answer is an object; a refused request gets a 4xx status and
   POST /api/skip   {annotator, image_id, class}
 
 No file outside the dataset's images and the app's own static files can be reached: static
-files are looked up in a list of names read at start, and images by dataset id.
+files are looked up in a list of names read at start, and images by dataset id. Request bodies
+and answers are strict JSON (no NaN or Infinity); a body the parser cannot take (nested too deep,
+an integer too long) is a 400, and an unexpected failure a 500, never a dropped connection.
 """
 
 import http.server
@@ -26,6 +28,8 @@ import json
 import mimetypes
 import os
 import socket
+import sys
+import traceback
 import urllib.parse
 
 from click_supervision.annotate.app import ApiError
@@ -33,6 +37,10 @@ from click_supervision.annotate.app import ApiError
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
 MAX_BODY_BYTES = 64 * 1024
 _PAGES = {'/': 'index.html', '/index.html': 'index.html', '/summary': 'summary.html'}
+
+
+def _refuse_constant(name):
+  raise ValueError(f'{name} is not a JSON number')
 
 
 def _static_files():
@@ -64,12 +72,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self.wfile.write(body)
 
   def _json(self, status, payload):
-    self._send(status, json.dumps(payload).encode('utf-8'), 'application/json; charset=utf-8')
+    # allow_nan=False: browsers' JSON.parse refuses NaN and Infinity, which would break the page.
+    self._send(status, json.dumps(payload, allow_nan=False).encode('utf-8'),
+               'application/json; charset=utf-8')
 
   def _error(self, status, message, close=False):
     if close:
       self.close_connection = True
-    body = json.dumps({'error': message}).encode('utf-8')
+    body = json.dumps({'error': message}, allow_nan=False).encode('utf-8')
     self._send(status, body, 'application/json; charset=utf-8',
                [('Connection', 'close')] if close else ())
 
@@ -98,8 +108,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                      f'limit')
     data = self.rfile.read(length)
     try:
-      body = json.loads(data.decode('utf-8'))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      body = json.loads(data.decode('utf-8'), parse_constant=_refuse_constant)
+    except RecursionError:
+      raise ApiError(400, 'the body is not JSON this server reads: nested too deep') from None
+    except (UnicodeDecodeError, ValueError) as e:
+      # ValueError also covers integers past Python's digit limit and NaN or Infinity.
       raise ApiError(400, f'the body is not JSON ({e})') from None
     if not isinstance(body, dict):
       raise ApiError(400, 'the body must be a JSON object')
@@ -156,6 +169,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self._error(e.status, e.message, close=self.command == 'POST')
     except (BrokenPipeError, ConnectionResetError):
       pass
+    except Exception as e:  # pylint: disable=broad-except
+      # A bug must not leave the page waiting on a closed connection; the trace is for the log.
+      traceback.print_exc(file=sys.stderr)
+      try:
+        self._error(500, f'internal error ({type(e).__name__}); the server log has details',
+                    close=True)
+      except OSError:
+        pass
 
   do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _handle  # noqa: N815
 

@@ -5,6 +5,7 @@ server loses nothing it acknowledged. A server killed in the middle of a write c
 partial last line (never acknowledged); reopening drops it, says so, and truncates the file to
 its last complete line. Rare whole-file changes (an undo, quality-control flags) write a new file
 next to the old one, fsync it and rename it over the old one, so a kill leaves either file whole.
+Lines are strict JSON: a NaN or infinite number raises ValueError before anything is written.
 """
 
 import json
@@ -12,6 +13,11 @@ import os
 import tempfile
 
 from click_supervision.errors import UserError
+
+
+def _line(row):
+  """One JSON line; ValueError for NaN or infinity, which other JSON readers refuse."""
+  return json.dumps(row, allow_nan=False) + '\n'
 
 
 def _fsync_folder(folder):
@@ -52,7 +58,7 @@ class JsonLinesLog:
       self.header, self.rows = self._read(check_header, log)
     else:
       self.header, self.rows = header, []
-      self._rewrite_file()
+      self._rewrite_file([_line(header)])
     self._file = open(self.path, 'a', encoding='utf-8')
 
   def _read(self, check_header, log):
@@ -83,26 +89,29 @@ class JsonLinesLog:
 
   def append(self, row):
     """Appends one dict and makes it durable before returning."""
-    self._file.write(json.dumps(row) + '\n')
+    self._file.write(_line(row))
     self._file.flush()
     os.fsync(self._file.fileno())
     self.rows.append(row)
 
   def replace_rows(self, rows):
     """Atomically replaces every row (header kept): temp file, fsync, rename, fsync folder."""
+    rows = list(rows)
+    # Serialised first: a row that is not JSON leaves the file, rows and handle as they were.
+    lines = [_line(self.header)] + [_line(row) for row in rows]
     self._file.close()
-    self.rows = list(rows)
-    self._rewrite_file()
-    self._file = open(self.path, 'a', encoding='utf-8')
+    try:
+      self._rewrite_file(lines)
+      self.rows = rows
+    finally:
+      self._file = open(self.path, 'a', encoding='utf-8')
 
-  def _rewrite_file(self):
+  def _rewrite_file(self, lines):
     folder = os.path.dirname(self.path)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(self.path), suffix='.tmp')
     try:
       with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        f.write(json.dumps(self.header) + '\n')
-        for row in self.rows:
-          f.write(json.dumps(row) + '\n')
+        f.writelines(lines)
         f.flush()
         os.fsync(f.fileno())
       os.replace(tmp, self.path)
