@@ -1,6 +1,8 @@
 """The annotation server against hostile or careless clients: names, numbers, bodies, load."""
 
 import json
+import socket
+import threading
 
 import pytest
 
@@ -133,4 +135,55 @@ def test_the_store_refuses_nan_and_keeps_the_file_whole(tmp_path):
   log.append({'a': 2})  # Still open and appending after the refusals.
   log.close()
   assert [strict_json(line) for line in _lines(path)] == [{'format': 'x'}, {'a': 1}, {'a': 2}]
+
+
+# --- Many clients at once (item 13) --------------------------------------------------------------
+
+
+def test_fifty_connections_opened_at_once_are_all_answered(dataset, tmp_path):
+  app = app_lib.AnnotationApp(dataset, str(tmp_path / 'clicks.jsonl'), gold_fraction=0.0,
+                              log=lambda _: None)
+  server = server_lib.AnnotationServer(app, '127.0.0.1', 0)
+  port = server.server_address[1]
+  num_clients = 50
+  barrier = threading.Barrier(num_clients)
+  connections, errors = [None] * num_clients, []
+
+  def connect(index):
+    barrier.wait(timeout=10)
+    try:
+      connections[index] = socket.create_connection(('127.0.0.1', port), timeout=2)
+    except OSError as e:
+      errors.append(e)
+
+  thread = None
+  try:
+    threads = [threading.Thread(target=connect, args=(i,)) for i in range(num_clients)]
+    for t in threads:
+      t.start()
+    for t in threads:
+      t.join(timeout=20)
+    # The server starts accepting only now, as if busy when the burst came: every handshake waits
+    # in the listen backlog, and a full backlog drops connections (SYN retries come too late).
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    assert not errors, f'{len(errors)} of {num_clients} connections failed: {errors[0]!r}'
+    request = (f'GET /api/example HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n'
+               f'Connection: close\r\n\r\n').encode()
+    for connection in connections:
+      connection.sendall(request)
+    for connection in connections:
+      answer = b''
+      while chunk := connection.recv(65536):
+        answer += chunk
+      assert answer.startswith(b'HTTP/1.1 200 '), answer[:100]
+      assert strict_json(answer.split(b'\r\n\r\n', 1)[1])['class'] == 'cat'
+  finally:
+    for connection in connections:
+      if connection:
+        connection.close()
+    if thread:
+      server.shutdown()
+    server.server_close()
+    app.close()
 
