@@ -187,3 +187,129 @@ def test_fifty_connections_opened_at_once_are_all_answered(dataset, tmp_path):
     server.server_close()
     app.close()
 
+
+
+# --- Other sites' pages in the annotator's browser (item 9) ----------------------------------------
+
+
+def _state_changes(client):
+  """Every state-changing request of the API, well formed."""
+  return [('POST', '/api/login', {'annotator': 'mallory'}),
+          ('POST', '/api/qualification', {'annotator': 'alice', 'attempt': 2,
+                                          'clicks': [[1, 1]] * 5}),
+          ('POST', '/api/click', _click()),
+          ('POST', '/api/undo', {'annotator': 'alice'}),
+          ('POST', '/api/skip', {'annotator': 'alice', 'image_id': 'b', 'class': 'dog'}),
+          ('GET', '/api/next?annotator=alice', None)]  # Reserves a pair for alice.
+
+
+def _unchanged(client, clicks_before, log_before):
+  log_path = app_lib.log_path_for(client.out_path)
+  assert _lines(client.out_path) == clicks_before and _lines(log_path) == log_before
+  assert not any(client.app._leases.values())  # pylint: disable=protected-access
+  assert 'mallory' not in [a['annotator'] for a in client.summary()['annotators']]
+
+
+def test_state_changes_need_the_page_token(client):
+  client.qualify('alice')
+  before = _lines(client.out_path), _lines(app_lib.log_path_for(client.out_path))
+  token = client.server.page_token
+  for bad in [None, '', 'guess', token + 'x', token[:-1], 'é' * 43]:
+    for method, path, body in _state_changes(client):
+      status, payload, _ = client.request(method, path, body,
+                                          headers={server_lib.TOKEN_HEADER: bad})
+      assert status == 403 and payload['code'] == 'bad_token', (bad, path, payload)
+  _unchanged(client, *before)
+  # The page reads the token from GET /api/token (only pages of this origin can read answers).
+  status, payload, _ = client.request('GET', '/api/token',
+                                      headers={server_lib.TOKEN_HEADER: None})
+  assert status == 200 and payload == {'token': token}
+  # Reads change nothing and need no token.
+  for path in ['/api/example', '/api/summary', '/api/qualification?annotator=alice', '/',
+               '/static/app.js', '/images/b']:
+    assert client.request('GET', path, headers={server_lib.TOKEN_HEADER: None})[0] == 200, path
+  # Each server start has its own token.
+  other = server_lib.AnnotationServer(client.app, '127.0.0.1', 0)
+  try:
+    assert other.page_token != token and len(token) >= 32
+  finally:
+    other.server_close()
+
+
+@pytest.mark.parametrize('content_type', [
+    None, 'text/plain', 'text/plain;charset=UTF-8', 'application/x-www-form-urlencoded',
+    'multipart/form-data; boundary=x', 'application/jsonx', 'application/json-patch+json'])
+def test_posts_need_a_json_content_type(client, content_type):
+  client.qualify('alice')
+  before = _lines(client.out_path), _lines(app_lib.log_path_for(client.out_path))
+  for method, path, body in _state_changes(client)[:-1]:
+    status, payload, _ = client.request(method, path, body,
+                                        headers={'Content-Type': content_type})
+    assert status == 415 and 'application/json' in payload['error'], (path, payload)
+  # The form an HTML page can post, with the right token even: still no.
+  form = b'annotator=alice&image_id=b&class=dog&x=20&y=20'
+  assert client.request('POST', '/api/click', raw=form, headers={
+      'Content-Type': 'application/x-www-form-urlencoded'})[0] == 415
+  _unchanged(client, *before)
+  status, _ = client.request('POST', '/api/click', _click(), headers={
+      'Content-Type': 'Application/JSON; charset=utf-8'})[:2]
+  assert status == 200
+
+
+def test_a_foreign_origin_is_refused(client):
+  client.qualify('alice')
+  port = client.port
+  before = _lines(client.out_path), _lines(app_lib.log_path_for(client.out_path))
+  for origin in ['http://evil.example', 'null', f'http://localhost:{port}',
+                 f'https://127.0.0.1:{port}', f'http://127.0.0.1:{port + 1}',
+                 f'http://127.0.0.1:{port}.evil.example', 'http://127.0.0.1']:
+    for method, path, body in _state_changes(client) + [('GET', '/api/token', None),
+                                                         ('GET', '/api/summary', None)]:
+      status, payload, _ = client.request(method, path, body, headers={'Origin': origin})
+      assert status == 403 and 'cross-origin' in payload['error'], (origin, path, payload)
+  _unchanged(client, *before)
+  own = {'Origin': f'http://127.0.0.1:{port}'}
+  assert client.request('POST', '/api/click', _click(), headers=own)[0] == 200
+  # Through localhost, the page's origin is http://localhost:PORT.
+  assert client.request('POST', '/api/undo', {'annotator': 'alice'}, headers={
+      'Host': f'localhost:{port}', 'Origin': f'http://localhost:{port}'})[0] == 200
+
+
+def test_only_the_servers_own_host_names_are_answered(client):
+  port = client.port
+  for host in ['evil.example', f'evil.example:{port}', f'127.0.0.1:{port + 1}', '127.0.0.1',
+               'localhost', f'localhost.evil.example:{port}', f'0.0.0.0:{port}', '',
+               f'127.0.0.1:{port}@evil.example']:
+    for method, path, body in [('GET', '/api/summary', None), ('GET', '/', None),
+                               ('GET', '/api/token', None), ('GET', '/images/b', None),
+                               ('POST', '/api/login', {'annotator': 'mallory'})]:
+      status, payload, content_type = client.request(method, path, body, headers={'Host': host})
+      assert status == 421 and 'allowed_hosts' in payload['error'], (host, path, payload)
+      assert content_type.startswith('application/json')
+  for host in [f'127.0.0.1:{port}', f'localhost:{port}', f'LocalHost:{port}']:
+    assert client.request('GET', '/api/summary', headers={'Host': host})[0] == 200, host
+  assert 'mallory' not in [a['annotator'] for a in client.summary()['annotators']]
+
+
+def test_allowed_hosts_add_names(dataset, tmp_path):
+  client = Client(dataset, str(tmp_path / 'clicks.jsonl'),
+                  extra_hosts=['Annotate.Lab', 'proxy.lab:8443'])
+  try:
+    port = client.port
+    for host, status in [(f'annotate.lab:{port}', 200), ('proxy.lab:8443', 200),
+                         ('annotate.lab', 421), (f'proxy.lab:{port}', 421)]:
+      assert client.request('GET', '/api/summary', headers={'Host': host})[0] == status, host
+    assert client.request('POST', '/api/login', {'annotator': 'eve'}, headers={
+        'Host': 'proxy.lab:8443', 'Origin': 'http://proxy.lab:8443'})[0] == 200
+  finally:
+    client.close()
+
+
+def test_allowed_host_names():
+  assert server_lib.allowed_hosts('127.0.0.1', 8000) == {'127.0.0.1:8000', 'localhost:8000'}
+  assert server_lib.allowed_hosts('0.0.0.0', 8000, ['Lab-PC', 'fe80::1', '[::1]', 'x:1', '']) == {
+      '127.0.0.1:8000', 'localhost:8000', '0.0.0.0:8000', 'lab-pc:8000', '[fe80::1]:8000',
+      '[::1]:8000', 'x:1'}
+  # Browsers leave port 80 out of Host.
+  assert server_lib.allowed_hosts('::1', 80) == {'127.0.0.1:80', 'localhost:80', '[::1]:80',
+                                                 '127.0.0.1', 'localhost', '[::1]'}

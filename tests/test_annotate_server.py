@@ -41,25 +41,33 @@ def dataset_fixture(tmp_path):
 class Client:
   """A running server on a free port, and requests to it."""
 
-  def __init__(self, dataset, out_path, **app_kwargs):
+  def __init__(self, dataset, out_path, extra_hosts=(), **app_kwargs):
     self.dataset = dataset
     self.out_path = out_path
     self.app = app_lib.AnnotationApp(dataset, out_path, log=lambda _: None, **app_kwargs)
-    self.server = server_lib.AnnotationServer(self.app, '127.0.0.1', 0)
+    self.server = server_lib.AnnotationServer(self.app, '127.0.0.1', 0, extra_hosts=extra_hosts)
     self.port = self.server.server_address[1]
     self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
     self.thread.start()
 
   def request(self, method, path, body=None, raw=None, headers=None):
-    """Returns (status, parsed JSON or raw bytes, content type)."""
+    """Returns (status, parsed JSON or raw bytes, content type).
+
+    Sends what the page sends: the page token, and JSON's content type on a POST; `headers`
+    override them (None leaves one out), and a 'Host' there replaces the real one.
+    """
     connection = http.client.HTTPConnection('127.0.0.1', self.port, timeout=10)
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    connection.putrequest(method, path, skip_accept_encoding=True)
-    headers = dict(headers or {})
+    defaults = {server_lib.TOKEN_HEADER: self.server.page_token}
+    if method == 'POST':
+      defaults['Content-Type'] = 'application/json'
+    headers = {**defaults, **(headers or {})}
+    connection.putrequest(method, path, skip_host='Host' in headers, skip_accept_encoding=True)
     if data is not None and 'Content-Length' not in headers:
       headers['Content-Length'] = str(len(data))
     for key, value in headers.items():
-      connection.putheader(key, value)
+      if value is not None:
+        connection.putheader(key, value)
     connection.endheaders()
     if data is not None:
       connection.send(data)

@@ -27,6 +27,11 @@ _OUT = flags.DEFINE_string('out', 'clicks.jsonl', 'Click file to write (click fo
                            '1); an existing one from the same settings is resumed.')
 _HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to bind; 0.0.0.0 serves other machines '
                             '(only on a network you trust: there is no login beyond names).')
+_ALLOWED_HOSTS = flags.DEFINE_list('allowed_hosts', [], 'More host names (or addresses) the '
+                                   'annotators\' browsers use to reach the server, e.g. this '
+                                   'machine\'s name with --host=0.0.0.0; requests naming any '
+                                   'other host than 127.0.0.1, localhost and --host get 421 '
+                                   '(against DNS rebinding). NAME:PORT for another port.')
 _PORT = flags.DEFINE_integer('port', 8000, 'Port (0 picks a free one; the address is printed).')
 _ANNOTATORS = flags.DEFINE_integer('annotators', 2, 'Distinct annotators per (image, class) '
                                    'pair (the paper: 2).')
@@ -68,7 +73,8 @@ def main(argv):
         qualification_min_passed=_QUAL_MIN_PASSED.value,
         qualification_tolerance=_QUAL_TOLERANCE.value, lease_s=_LEASE_S.value, seed=_SEED.value)
     try:
-      server = server_lib.AnnotationServer(annotation_app, _HOST.value, _PORT.value)
+      server = server_lib.AnnotationServer(annotation_app, _HOST.value, _PORT.value,
+                                           extra_hosts=_ALLOWED_HOSTS.value)
     except OSError as e:
       raise UserError(f'cannot listen on {_HOST.value}:{_PORT.value} ({e.strerror}); choose '
                       f'another --port') from None
@@ -80,6 +86,9 @@ def main(argv):
     sys.exit(1)
   print(f'{dataset.name} {dataset.split}: {len(annotation_app.pairs)} (image, class) pairs x '
         f'{_ANNOTATORS.value} annotators; clicks go to {_OUT.value}', flush=True)
+  if _HOST.value in ('0.0.0.0', '::') and not _ALLOWED_HOSTS.value:
+    print('note: other machines must use a name given with --allowed_hosts (this machine\'s name '
+          'or address); requests naming another host get 421', flush=True)
   print(f'serving on {server.url}  (summary: {server.url}/summary; Ctrl-C stops, rerun resumes)',
         flush=True)
   try:

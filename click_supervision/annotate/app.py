@@ -52,12 +52,14 @@ MAX_RESPONSE_TIME_S = 3600.0
 
 
 class ApiError(Exception):
-  """A refused request: an HTTP status (4xx) and a message for the annotator or client."""
+  """A refused request: an HTTP status (4xx), a message for the annotator or client, and
+  optionally a short machine-readable `code` the page acts on (e.g. `bad_token`)."""
 
-  def __init__(self, status, message):
+  def __init__(self, status, message, code=None):
     super().__init__(message)
     self.status = status
     self.message = message
+    self.code = code
 
 
 def log_path_for(out_path):

@@ -30,8 +30,13 @@ function say(text, isError = true) {
   box.classList.toggle('error', isError);
 }
 
-async function api(method, path, body) {
+// The server's page token, sent back in X-Click-Token: other sites' pages cannot read it, so
+// they cannot make requests that change anything in this annotator's name.
+let clickToken = null;
+
+async function fetchJson(method, path, body) {
   const options = {method, headers: {}};
+  if (clickToken !== null) options.headers['X-Click-Token'] = clickToken;
   if (body !== undefined) {
     options.headers['Content-Type'] = 'application/json';
     options.body = JSON.stringify(body);
@@ -42,6 +47,21 @@ async function api(method, path, body) {
     payload = await response.json();
   } catch (e) {
     payload = {error: `the server answered ${response.status} without JSON`};
+  }
+  return {response, payload};
+}
+
+async function api(method, path, body) {
+  if (clickToken === null) {
+    const {response, payload} = await fetchJson('GET', '/api/token');
+    if (!response.ok) throw new Error(payload.error || `HTTP ${response.status}`);
+    clickToken = payload.token;
+  }
+  let {response, payload} = await fetchJson(method, path, body);
+  if (payload.code === 'bad_token') {
+    // A restarted server has a new token; the refused request changed nothing, so send it again.
+    clickToken = (await fetchJson('GET', '/api/token')).payload.token ?? null;
+    ({response, payload} = await fetchJson(method, path, body));
   }
   if (!response.ok) {
     const error = new Error(payload.error || `HTTP ${response.status}`);
