@@ -86,10 +86,20 @@ class RoiPooling(keras.layers.Layer):
 
 def rescale_factor(height, width, short_side, max_long_side):
   """Scale that brings the short side to `short_side` without the long side passing
-  `max_long_side` (Fast R-CNN's rule); 1.0 when `short_side` is None."""
-  if not short_side:
-    return 1.0
-  scale = short_side / min(height, width)
+  `max_long_side` (Fast R-CNN's rule).
+
+  The cap holds at native size too: one large photo would otherwise run the trunk on all its
+  pixels (a 50-megapixel image, the decode limit, is 600 MB as float32 before the first layer).
+
+  Args:
+    height, width: the image size in pixels.
+    short_side: target short side in pixels; 0 or None keeps the native size (scale 1.0) unless
+      the long side passes `max_long_side`.
+    max_long_side: cap on the scaled long side in pixels; 0 or None: no cap.
+  Returns:
+    float scale factor (1.0 for a native-size image within the cap).
+  """
+  scale = short_side / min(height, width) if short_side else 1.0
   if max_long_side and scale * max(height, width) > max_long_side:
     scale = max_long_side / max(height, width)
   return scale

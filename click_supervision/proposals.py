@@ -19,6 +19,9 @@ The MIL learner scores about 2000 candidate boxes per image; each keeps an objec
   scores:  float32 [P] objectness, descending;
   timings: dict `{'edges', 'thinning', 'boxes'}` in seconds (zeros for a precomputed file).
 
+Edge Boxes and Selective Search see the image shrunk to a long side of at most
+`MAX_WORKING_LONG_SIDE` pixels (`ProposalGenerator.working_size`); their boxes are scaled back.
+
 Proposals file format, version 1
 --------------------------------
 Either JSON Lines (`.jsonl`, for small or hand-made files) or NumPy (`.npz`, for real datasets: a
@@ -79,6 +82,17 @@ BOX_ORIGINS = ('zero_based_exclusive', 'one_based_inclusive')
 # 0-based); it is clipped. Further out is an error: the file does not belong to this image.
 BOX_TOLERANCE_PX = 2.0
 
+# Edge Boxes and Selective Search run on a copy of the image whose long side is at most this many
+# pixels (after `ProposalConfig.short_side`); the boxes are mapped back to the original pixels.
+# HED's memory and time grow with the pixel count (measured, 2 CPU cores, one pass at 0.7: long
+# side 500 px +0.05 GB and 0.5 s, 1000 px +0.3 GB and 2 s, 2000 px +1.2 GB and 11 s; an 8000 x
+# 8000 photo was reported past 5 GB within seconds). 1000 px is the feature stage's cap on the
+# long side too (`FeatureConfig.max_long_side`), so proposals are not sought at a finer scale
+# than features see. VOC (500 px) and COCO (640 px) images are never resized by it: their
+# proposals are unchanged, so `precompute.PROPOSALS_VERSION` was not bumped (a cache made before
+# the cap keeps the full-size proposals of any larger image it holds).
+MAX_WORKING_LONG_SIDE = 1000
+
 
 @dataclasses.dataclass(frozen=True)
 class ProposalConfig:
@@ -89,7 +103,8 @@ class ProposalConfig:
     max_boxes: keep at most this many boxes per image (the highest-scoring).
     edge_source: `hed`, or the path of OpenCV's Structured Edge Detection `model.yml.gz`.
     short_side: before edge detection the image is resized so its short side has this many
-      pixels (boxes are mapped back to the original pixels); 0 keeps the original size.
+      pixels (boxes are mapped back to the original pixels); 0 keeps the original size. Either
+      way the long side is then capped at `MAX_WORKING_LONG_SIDE`.
     hed_scales: HED runs on the (resized) image scaled by each of these factors; the edge maps
       are resized back to it and averaged. The default, one pass at 0.7, costs half of a pass at
       full size and gave the same recall (BUILD_NOTES). Not used with a SED model, which runs at
@@ -278,10 +293,22 @@ class ProposalGenerator:
     return self._edge_boxes(image)
 
   def working_size(self, height, width):
-    """(height, width) of the image edges and boxes are computed on (after `short_side`)."""
-    if not self.config.short_side:
+    """(height, width) of the image edges and boxes are computed on.
+
+    The image is scaled so its short side is `short_side` (0: kept), then shrunk further where
+    its long side would pass `MAX_WORKING_LONG_SIDE`.
+
+    Args:
+      height, width: the image size in pixels (int).
+    Returns:
+      (height, width) in pixels (ints >= 1); the given size itself when nothing is scaled.
+    """
+    long_side = max(height, width)
+    scale = self.config.short_side / min(height, width) if self.config.short_side else 1.0
+    if scale * long_side > MAX_WORKING_LONG_SIDE:
+      scale = MAX_WORKING_LONG_SIDE / long_side
+    if scale == 1.0:
       return height, width
-    scale = self.config.short_side / min(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
 
   def edge_map(self, image):

@@ -105,6 +105,17 @@ def test_rescale_factor():
   assert features.rescale_factor(100, 500, None, 1000) == 1.0
 
 
+def test_rescale_factor_caps_the_long_side_at_native_size():
+  # short_side 0 or None keeps the native size, but not past max_long_side.
+  assert features.rescale_factor(3000, 4000, None, 1000) == pytest.approx(0.25)
+  assert features.rescale_factor(3000, 4000, 0, 1000) == pytest.approx(0.25)
+  assert features.rescale_factor(8000, 2000, 0, 1000) == pytest.approx(0.125)
+  assert features.rescale_factor(375, 500, 0, 1000) == 1.0  # VOC photos keep their size.
+  assert features.rescale_factor(1000, 640, None, 1000) == 1.0  # At the cap: kept.
+  assert features.rescale_factor(3000, 4000, None, None) == 1.0  # No cap asked for.
+  assert features.rescale_factor(3000, 4000, 0, 0) == 1.0
+
+
 def test_extractor_shapes_and_scaling_consistency():
   rng = np.random.default_rng(1)
   image = rng.integers(0, 255, size=(30, 41, 3), dtype=np.uint8)

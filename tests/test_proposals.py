@@ -5,6 +5,7 @@ Boxes are `[ymin, xmin, ymax, xmax]` in pixels, 0-based, end-exclusive.
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -115,6 +116,55 @@ def test_edge_boxes_with_short_side_return_original_pixels():
   np.testing.assert_array_equal(boxes * 2, np.round(boxes * 2))
   assert np.any(boxes * 2 % 2 == 1)
   assert box_lib.pairwise_iou([BRIGHT_BOX], boxes[:10]).max() > 0.7
+
+
+def test_working_size_caps_the_long_side():
+  assert proposals.MAX_WORKING_LONG_SIDE == 1000
+  default = proposals.ProposalGenerator()
+  assert default.working_size(375, 500) == (375, 500)  # VOC photos: untouched.
+  assert default.working_size(1000, 640) == (1000, 640)
+  assert default.working_size(8000, 8000) == (1000, 1000)
+  assert default.working_size(3000, 4000) == (750, 1000)
+  # short_side 600 would make 100 x 500 into 600 x 3000: the cap wins, 200 x 1000.
+  with_short_side = proposals.ProposalGenerator(proposals.ProposalConfig(short_side=600))
+  assert with_short_side.working_size(100, 500) == (200, 1000)
+  assert with_short_side.working_size(375, 500) == (600, 800)
+
+
+def test_large_image_runs_the_edge_detector_at_the_capped_size():
+  seen = []
+
+  def detector(image):
+    seen.append(image.shape[:2])
+    return np.zeros(image.shape[:2], np.float32)
+
+  generator = proposals.ProposalGenerator(edge_detector=detector)
+  boxes, scores, _ = generator(np.zeros((3000, 4000, 3), np.uint8))
+  # One HED pass at 0.7 of the 750 x 1000 working image, not of 3000 x 4000.
+  assert seen == [(525, 700)]
+  assert boxes.shape == (0, 4) and scores.shape == (0,)  # No edges, no boxes.
+
+
+def test_shrunk_image_boxes_come_back_in_original_pixels(monkeypatch):
+  monkeypatch.setattr(proposals, 'MAX_WORKING_LONG_SIDE', WIDTH // 2)
+  config = proposals.ProposalConfig(max_boxes=5000, beta=0.99, min_score=0.0, min_box_area=400)
+  rng = np.random.default_rng(0)
+  noise = (rng.random((HEIGHT // 2, WIDTH // 2)) > 0.9).astype(np.float32)
+  seen = []
+
+  def detector(image):
+    seen.append(image.shape[:2])
+    return cv2.resize(noise, image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+
+  generator = proposals.ProposalGenerator(config, edge_detector=detector)
+  assert generator.working_size(HEIGHT, WIDTH) == (HEIGHT // 2, WIDTH // 2)
+  boxes, scores, timings = generator(_synthetic_image())
+  assert seen == [(round(HEIGHT / 2 * 0.7), round(WIDTH / 2 * 0.7))]
+  _check_output(boxes, scores, timings, max_boxes=5000)
+  # Found at half the size and doubled: even coordinates spanning the whole original frame.
+  np.testing.assert_array_equal(boxes % 2, 0)
+  assert boxes[:, 0].min() == 0 and boxes[:, 1].min() == 0
+  assert boxes[:, 2].max() == HEIGHT and boxes[:, 3].max() == WIDTH
 
 
 def test_tiny_image_gives_no_boxes():

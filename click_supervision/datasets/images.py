@@ -3,11 +3,17 @@
 Every stage reads pixels through `load_image`, so all of them see the same orientation: EXIF
 rotation is NOT applied (annotations of VOC and COCO are in the stored pixel frame; note that
 `cv2.imread` would rotate such images by default).
+
+Size limit: an image of more than `MAX_IMAGE_PIXELS` pixels is refused (a `DataError` naming the
+file, which `--skip_bad_records` skips) from its header alone, before its pixels are decoded.
+Below the limit, the proposals and features stages each work on a copy whose long side is at most
+1000 px (`proposals.MAX_WORKING_LONG_SIDE`, `features.rescale_factor`).
 """
 
 import concurrent.futures
 import json
 import os
+import re
 import tempfile
 import warnings
 
@@ -20,17 +26,51 @@ from click_supervision.errors import DataError
 # A truncated file must fail to decode rather than come back silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+# Images of more pixels than this are refused before decoding. 50 megapixels holds every camera
+# photo up to 8660 x 5773 (a 48 MP phone's 8000 x 6000 included) and decodes to 150 MB of RGB;
+# the stages then work on a downscaled copy (module docstring). Far larger files (a 15000 x 15000
+# JPEG) are mostly decompression bombs, and would need GBs per decoding thread.
+MAX_IMAGE_PIXELS = 50_000_000
+
+# Pillow's own guard, set from the same number in this one place: it warns above the limit and
+# raises DecompressionBombError above twice it, inside `Image.open`; `_open_checked` turns both
+# into the DataError of `_check_pixel_count`.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
+
+def _check_pixel_count(path, width, height):
+  """Raises DataError naming `path` when `width` x `height` passes `MAX_IMAGE_PIXELS`."""
+  if width * height > MAX_IMAGE_PIXELS:
+    raise DataError(path, f'image is {width} x {height} pixels, {width * height / 1e6:.1f} '
+                    f'megapixels, more than the limit of {MAX_IMAGE_PIXELS / 1e6:g} megapixels '
+                    f'(images.MAX_IMAGE_PIXELS)')
+
 
 def _open_checked(path):
-  """Opens and fully decodes an image; raises DataError naming the file on any problem."""
+  """Opens and fully decodes an image; raises DataError naming the file on any problem.
+
+  The size is checked from the header (`Image.open` reads no pixels) before `load` decodes.
+  """
   try:
     with warnings.catch_warnings():
       warnings.simplefilter('error', Image.DecompressionBombWarning)
       image = Image.open(path)
+      try:
+        _check_pixel_count(path, *image.size)
+      except DataError:
+        image.close()  # The raised error's traceback keeps `image` alive: free the file now.
+        raise
       image.load()  # Decodes all pixel data: this is where truncation is detected.
   except FileNotFoundError:
     raise DataError(path, 'image file not found') from None
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    # Pillow's guard fired inside Image.open, before the size was at hand; its message holds the
+    # pixel count ("Image size (225000000 pixels) exceeds limit of ...").
+    match = re.search(r'\((\d+) pixels\)', str(e))
+    count = f'{int(match.group(1)) / 1e6:.1f} megapixels' if match else 'too many pixels'
+    raise DataError(path, f'image has {count}, more than the limit of '
+                    f'{MAX_IMAGE_PIXELS / 1e6:g} megapixels (images.MAX_IMAGE_PIXELS)') from None
+  except (OSError, SyntaxError, ValueError) as e:
     raise DataError(path, f'unreadable or truncated image ({e})') from None
   return image
 
@@ -82,6 +122,8 @@ class VerifiedImageCache:
     return [stat.st_size, stat.st_mtime_ns]
 
   def is_verified(self, record):
+    if record['height'] * record['width'] > MAX_IMAGE_PIXELS:
+      return False  # Verified under a higher limit (or before there was one): check again.
     entry = self.entries.get(record['path'])
     try:
       return entry == self._key(record['path']) + [record['height'], record['width']]
