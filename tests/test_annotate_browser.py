@@ -55,6 +55,7 @@ class Server:
     self.args, self.port = args, port
     self.process = None
     self.output = []
+    self.admin_url = None  # The summary's admin view, printed at each start.
 
   def start(self):
     self.process = subprocess.Popen(
@@ -62,6 +63,8 @@ class Server:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     for line in self.process.stdout:
       self.output.append(line)
+      if line.startswith('admin summary '):
+        self.admin_url = line.split()[-1]
       if line.startswith('serving on '):
         return line.split()[2]
     raise AssertionError('the server did not start:\n' + ''.join(self.output))
@@ -234,17 +237,29 @@ def test_two_annotators_collect_clicks_through_a_server_kill(tmp_path):
     lines = open(out).read().splitlines()
     assert len(lines) == 1 + len(alice.clicked) + len(bob.clicked)  # Header + every ack.
     server.start()
-    for annotator in (alice, bob):
-      annotator.driver.refresh()
-      pairs[annotator.name] = annotator.wait_for_pair()
+    # Bob reloads; alice's page stays open: her next click carries the old server's page token,
+    # is refused, and the page fetches the new token and sends it again.
+    bob.driver.refresh()
+    pairs['bob'] = bob.wait_for_pair()
+    pairs['alice'] = alice.click_pair(pairs['alice'])
     # Work until both are told there is nothing left for them.
     while any(pairs.values()):
       for annotator in (alice, bob):
         if pairs[annotator.name]:
           pairs[annotator.name] = annotator.click_pair(pairs[annotator.name])
     assert 'No pair needs your click' in alice.driver.find_element('id', 'done-text').text
-    bob.driver.get(url + '/summary')
+    # An annotator's summary: the totals and their own row, no gold results, nobody else.
+    alice.driver.get(url + '/summary')
+    alice.wait(lambda: 'alice' in alice.driver.find_element('id', 'annotators').text)
+    annotators = alice.driver.find_element('id', 'annotators').text
+    assert 'bob' not in annotators and 'gold' not in annotators
+    assert 'bob' not in alice.driver.find_element('id', 'pairs').text
+    # The admin's: every annotator with gold results (the restart printed a new link).
+    assert server.admin_url.startswith(url + '/summary?token=')
+    bob.driver.get(server.admin_url)
     bob.wait(lambda: 'alice' in bob.driver.find_element('id', 'annotators').text)
+    annotators = bob.driver.find_element('id', 'annotators').text
+    assert 'bob' in annotators and 'gold missed' in annotators
     bob.screenshot(screenshots, 'summary.png')
   finally:
     for annotator in (alice, bob):

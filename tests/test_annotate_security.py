@@ -189,7 +189,7 @@ def test_fifty_connections_opened_at_once_are_all_answered(dataset, tmp_path):
 
 
 
-# --- Other sites' pages in the annotator's browser (item 9) ----------------------------------------
+# --- Other sites' pages in the annotator's browser (item 9) --------------------------------------
 
 
 def _state_changes(client):
@@ -313,3 +313,49 @@ def test_allowed_host_names():
   # Browsers leave port 80 out of Host.
   assert server_lib.allowed_hosts('::1', 80) == {'127.0.0.1:80', 'localhost:80', '[::1]:80',
                                                  '127.0.0.1', 'localhost', '[::1]'}
+
+
+# --- Gold results only for the admin (item 14) ---------------------------------------------------
+
+
+def test_the_summary_shows_an_annotator_only_their_own_row_without_gold(dataset, tmp_path):
+  client = Client(dataset, str(tmp_path / 'clicks.jsonl'), gold_fraction=1.0)
+  try:
+    client.qualify('alice')
+    client.qualify('bob')
+    assert client.post('/api/click', _click('alice'))[0] == 200
+    assert client.post('/api/click', _click('bob', x=49.0, y=39.0))[0] == 200  # Off the dog.
+    anonymous = client.get('/api/summary')[1]
+    text = json.dumps(anonymous)
+    assert 'alice' not in text and 'bob' not in text and 'gold_missed' not in text
+    assert anonymous['view'] == 'annotator' and anonymous['annotators'] == []
+    assert anonymous['clicks_total'] == 2 and anonymous['pairs_total'] == 4  # Totals stay.
+    status, mine = client.get('/api/summary?annotator=alice')
+    assert status == 200 and mine['view'] == 'annotator'
+    assert mine['annotators'] == [{
+        'annotator': 'alice', 'clicks': 1, 'qualification_attempts': 1, 'qualified': True,
+        'flagged': False, 'skips': 0, 'median_response_time_s': 1.0}]
+    assert 'bob' not in json.dumps(mine)
+    assert all(set(p) == {'image_id', 'class', 'clicks'} for p in mine['per_pair'])
+    assert client.get('/api/summary?annotator=nobody')[1]['annotators'] == []
+    assert client.get('/api/summary?annotator=eve%0A')[0] == 400
+    # A wrong admin token is refused, also the page token; the right one shows everything.
+    server = client.server
+    for bad in ['', 'guess', server.admin_token + 'x', server.page_token]:
+      status, payload, _ = client.request('GET', '/api/summary?annotator=alice', headers={
+          server_lib.ADMIN_TOKEN_HEADER: bad})
+      assert status == 403 and payload['code'] == 'bad_admin_token', bad
+    full = client.summary()
+    assert full['view'] == 'admin'
+    by_name = {a['annotator']: a for a in full['annotators']}
+    assert (by_name['alice']['gold_clicks'], by_name['alice']['gold_missed']) == (1, 0)
+    assert (by_name['bob']['gold_clicks'], by_name['bob']['gold_missed']) == (1, 1)
+    assert {tuple(p['annotators']) for p in full['per_pair']} == {(), ('alice', 'bob')}
+    # The admin's page: the summary with the token the server printed.
+    assert server.admin_url == f'{server.url}/summary?token={server.admin_token}'
+    assert client.request('GET', server.admin_url[len(server.url):])[0] == 200
+    other = server_lib.AnnotationServer(client.app, '127.0.0.1', 0)  # A restart: a new token.
+    other.server_close()
+    assert other.admin_token != server.admin_token and len(server.admin_token) >= 32
+  finally:
+    client.close()

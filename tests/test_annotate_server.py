@@ -86,8 +86,9 @@ class Client:
     return self.request('GET', path)[:2]
 
   def summary(self):
-    """The full summary (every annotator's row)."""
-    status, payload = self.get('/api/summary')
+    """The admin's summary (every annotator's row)."""
+    status, payload, _ = self.request('GET', '/api/summary', headers={
+        server_lib.ADMIN_TOKEN_HEADER: self.server.admin_token})
     assert status == 200, payload
     return payload
 

@@ -5,7 +5,9 @@
 Open the printed address in a browser; each annotator enters a name or token, reads the
 instructions, passes the qualification test and clicks object centers. Ctrl-C stops the server;
 rerunning the same command resumes (every accepted click is already on disk). The summary page is
-at /summary. The output trains directly:
+at /summary (an annotator sees the totals and their own row); its admin view, with every
+annotator's gold-pair results, is the `/summary?token=...` link printed at start. The output
+trains directly:
 `python run_mil.py --dataset=... --clicks=2 --click_source=clicks.jsonl`.
 """
 
@@ -89,6 +91,9 @@ def main(argv):
   if _HOST.value in ('0.0.0.0', '::') and not _ALLOWED_HOSTS.value:
     print('note: other machines must use a name given with --allowed_hosts (this machine\'s name '
           'or address); requests naming another host get 421', flush=True)
+  # Only this link shows every annotator's gold-pair results (a new one at each start): keep it
+  # from the annotators, who would learn which pairs are gold.
+  print(f'admin summary (every annotator; keep it private): {server.admin_url}', flush=True)
   print(f'serving on {server.url}  (summary: {server.url}/summary; Ctrl-C stops, rerun resumes)',
         flush=True)
   try:

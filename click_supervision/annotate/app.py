@@ -453,8 +453,20 @@ class AnnotationApp:
                     'center': [cx, cy]})
     return payload
 
-  def summary(self):
-    """Counts for the summary page (see README, click collection)."""
+  def summary(self, annotator=None, admin=False):
+    """Counts for the summary page (see README, click collection).
+
+    Args:
+      annotator: in the annotators' view, the one whose own row is shown (None: no row).
+      admin: the full view: every annotator's row with their gold-pair results, and who clicked
+        each pair. Without it, gold results are left out even of the annotator's own row: their
+        count going up after a click would tell which pairs are gold, and an annotator who
+        knows could be careful only there.
+    Returns:
+      dict of totals, `annotators` (rows) and `per_pair`; `view` is 'admin' or 'annotator'.
+    """
+    if annotator is not None:
+      annotator = self._check_annotator(annotator)
     with self._lock:
       per_pair = []
       histogram = collections.Counter()
@@ -478,19 +490,28 @@ class AnnotationApp:
               distances.append(math.hypot(a['x'] - b['x'], a['y'] - b['y']) / size)
       times = [r['response_time_s'] for r in self._clicks.rows
                if r.get('response_time_s') is not None]
+      known = set(self._attempts) | set(self._by_annotator)
+      if admin:
+        names = sorted(known)
+      else:
+        names = [annotator] if annotator in known else []
       annotators = []
-      for annotator in sorted(set(self._attempts) | set(self._by_annotator)):
-        mine = self._by_annotator.get(annotator, [])
+      for name in names:
+        mine = self._by_annotator.get(name, [])
         my_times = [r['response_time_s'] for r in mine if r.get('response_time_s') is not None]
-        num_gold, num_missed = self._gold_record(annotator)
-        annotators.append({
-            'annotator': annotator, 'clicks': len(mine),
-            'qualification_attempts': self._attempts.get(annotator, 0),
-            'qualified': annotator in self._qualified, 'flagged': annotator in self._flagged,
-            'gold_clicks': num_gold, 'gold_missed': num_missed,
-            'skips': len(self._skips.get(annotator, ())),
-            'median_response_time_s': statistics.median(my_times) if my_times else None})
+        row = {
+            'annotator': name, 'clicks': len(mine),
+            'qualification_attempts': self._attempts.get(name, 0),
+            'qualified': name in self._qualified, 'flagged': name in self._flagged,
+            'skips': len(self._skips.get(name, ())),
+            'median_response_time_s': statistics.median(my_times) if my_times else None}
+        if admin:
+          row['gold_clicks'], row['gold_missed'] = self._gold_record(name)
+        annotators.append(row)
+      if not admin:  # Who clicked what is for the admin too.
+        per_pair = [{k: v for k, v in p.items() if k != 'annotators'} for p in per_pair]
       return {
+          'view': 'admin' if admin else 'annotator',
           'dataset': self.dataset.name, 'split': self.dataset.split,
           'click_file': self._clicks.path, 'num_annotators_per_pair': self.num_annotators,
           'pairs_total': len(self.pairs),

@@ -9,7 +9,9 @@ Routes (every JSON answer is an object; a refused request gets a 4xx status and
   GET  /images/IMAGE_ID               a dataset image, looked up by id (never by path)
   GET  /api/token                     the page token, {token}, for X-Click-Token
   GET  /api/example                   the instructions' example pair with its box
-  GET  /api/summary                   counts for the summary page
+  GET  /api/summary?annotator=A       counts for the summary page and A's own row; with the
+                                      admin token in X-Admin-Token, every annotator's row
+                                      with gold results (403 for a wrong token)
   GET  /api/qualification?annotator=A the polygons of A's next qualification attempt
   POST /api/login        {annotator}                       A's state (qualified, progress)
   POST /api/qualification {annotator, attempt, clicks}     scored attempt with feedback
@@ -55,6 +57,7 @@ from click_supervision.annotate.app import ApiError
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'static')
 MAX_BODY_BYTES = 64 * 1024
 TOKEN_HEADER = 'X-Click-Token'
+ADMIN_TOKEN_HEADER = 'X-Admin-Token'
 _PAGES = {'/': 'index.html', '/index.html': 'index.html', '/summary': 'summary.html'}
 
 
@@ -169,6 +172,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raise ApiError(415, f'POST {path} needs Content-Type: application/json, not '
                        f'{self.headers.get("Content-Type") or "none"}')
 
+  def _is_admin(self):
+    """True for the admin token in X-Admin-Token, False without one, ApiError for another."""
+    token = self.headers.get(ADMIN_TOKEN_HEADER)
+    if token is None:
+      return False
+    if not hmac.compare_digest(token.encode('utf-8', 'replace'),
+                               self.server.admin_token.encode('utf-8')):
+      raise ApiError(403, 'wrong admin token: open the admin summary link printed when the '
+                     'server started', code='bad_admin_token')
+    return True
+
   def _read_json(self):
     """The request body as a JSON object, or ApiError."""
     length = self.headers.get('Content-Length')
@@ -221,7 +235,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       if path == '/api/example':
         return self._json(200, app.example())
       if path == '/api/summary':
-        return self._json(200, app.summary())
+        return self._json(200, app.summary(annotator, admin=self._is_admin()))
       if path == '/api/qualification':
         return self._json(200, app.qualification_test(annotator))
       if path == '/api/next':
@@ -271,6 +285,8 @@ class AnnotationServer(http.server.ThreadingHTTPServer):
     url: `http://host:port` actually bound (port 0 picks a free one).
     allowed_hosts: the Host header values answered (see `allowed_hosts`).
     page_token: the token state-changing requests carry in X-Click-Token; new at each start.
+    admin_token: the token of the summary's full view (X-Admin-Token); new at each start.
+    admin_url: the summary page's admin view, `url/summary?token=admin_token`.
   """
 
   daemon_threads = True
@@ -293,5 +309,7 @@ class AnnotationServer(http.server.ThreadingHTTPServer):
     self.static_files = _static_files()
     self.allowed_hosts = allowed_hosts(host, self.server_address[1], extra_hosts)
     self.page_token = secrets.token_urlsafe(32)
+    self.admin_token = secrets.token_urlsafe(32)
     shown_host = f'[{host}]' if ':' in host else host
     self.url = f'http://{shown_host}:{self.server_address[1]}'
+    self.admin_url = f'{self.url}/summary?token={self.admin_token}'

@@ -1,5 +1,11 @@
-// Renders GET /api/summary as tables; refreshes every 10 s.
+// Renders GET /api/summary as tables; refreshes every 10 s. Opened with ?token=ADMIN (the link
+// the server prints at start) it shows every annotator's row with gold results; otherwise the
+// totals and the row of the annotator this browser remembers (gold results would give away
+// which pairs are gold).
 'use strict';
+
+const adminToken = new URLSearchParams(window.location.search).get('token');
+const annotator = localStorage.getItem('annotator');
 
 function fill(table, header, rows) {
   table.innerHTML = '';
@@ -22,7 +28,9 @@ const fmt = (value, digits = 2) => (value === null || value === undefined ? '-' 
 
 async function refresh() {
   try {
-    const response = await fetch('/api/summary');
+    const query = annotator && !adminToken ? `?annotator=${encodeURIComponent(annotator)}` : '';
+    const response = await fetch(`/api/summary${query}`,
+                                 {headers: adminToken ? {'X-Admin-Token': adminToken} : {}});
     const s = await response.json();
     if (!response.ok) throw new Error(s.error || `HTTP ${response.status}`);
     fill(document.getElementById('totals'), null, [
@@ -38,17 +46,27 @@ async function refresh() {
       ['agreement: median distance / box size', fmt(s.agreement.median_distance_rel, 3)],
       ['agreement: mean distance / box size', fmt(s.agreement.mean_distance_rel, 3)],
     ]);
+    const admin = s.view === 'admin';
+    document.getElementById('view-note').textContent = admin ?
+        'Admin view: every annotator, with gold-pair results. Keep this link private.' :
+        (annotator ? `Your own row (${annotator}). ` : 'No annotator in this browser. ') +
+        'Every annotator\'s row is on the admin link printed when the server started.';
+    const gold = (a) => (admin ? [a.gold_clicks, a.gold_missed] : []);
     fill(document.getElementById('annotators'),
-         ['annotator', 'clicks', 'qualification attempts', 'qualified', 'gold clicks',
-          'gold missed', 'flagged', 'skips', 'median response (s)'],
+         ['annotator', 'clicks', 'qualification attempts', 'qualified',
+          ...(admin ? ['gold clicks', 'gold missed'] : []), 'flagged', 'skips',
+          'median response (s)'],
          s.annotators.map((a) => [a.annotator, a.clicks, a.qualification_attempts,
-                                  a.qualified ? 'yes' : 'no', a.gold_clicks, a.gold_missed,
+                                  a.qualified ? 'yes' : 'no', ...gold(a),
                                   a.flagged ? 'FLAGGED' : 'no', a.skips,
                                   fmt(a.median_response_time_s)]));
     fill(document.getElementById('histogram'), ['usable clicks', 'pairs'],
          Object.entries(s.pairs_by_clicks));
-    fill(document.getElementById('pairs'), ['image', 'class', 'clicks', 'annotators'],
-         s.per_pair.map((p) => [p.image_id, p['class'], p.clicks, p.annotators.join(', ')]));
+    fill(document.getElementById('pairs'),
+         ['image', 'class', 'clicks', ...(admin ? ['annotators'] : [])],
+         s.per_pair.map((p) => [p.image_id, p['class'], p.clicks,
+                                ...(admin ? [p.annotators.join(', ')] : [])]));
+    document.getElementById('message').classList.add('hidden');
   } catch (e) {
     const box = document.getElementById('message');
     box.textContent = `cannot read the summary: ${e.message}`;
