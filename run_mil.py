@@ -9,25 +9,27 @@ last line of output is `results: <path>` on success, or `error: <what went wrong
 """
 
 import dataclasses
-import json
 import os
 import platform
 import sys
-import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TensorFlow's start-up chatter out.
 
 from absl import app  # pylint: disable=g-import-not-at-top
-import numpy as np
-import tqdm
+from absl import flags
 
+from click_supervision import area_fit
+from click_supervision import atomic
+from click_supervision import bags as bags_lib
 from click_supervision import clicks as clicks_lib
 from click_supervision import config as config_lib
 from click_supervision import cues as cues_lib
 from click_supervision import datasets
+from click_supervision import localizations as localizations_lib
 from click_supervision import mil as mil_lib
 from click_supervision import precompute
+from click_supervision import progress as progress_lib
 from click_supervision import proposals as proposals_lib
 from click_supervision.datasets import images as images_lib
 from click_supervision.datasets import records as records_lib
@@ -37,6 +39,9 @@ from flags import mil_flags
 
 def log(message):
   print(message, flush=True)
+
+
+PROGRESS = progress_lib.factory(log)
 
 
 def flag(holder):
@@ -74,7 +79,7 @@ def config_from_flags():
   feature_config = precompute.FeatureConfig(
       trunk=mil_flags.TRUNK.value, weights=mil_flags.WEIGHTS.value,
       short_side=flag(mil_flags.FEATURE_SHORT_SIDE), pool_size=mil_flags.FEATURE_POOL_SIZE.value,
-      context_scale=mil_flags.FEATURE_CONTEXT_SCALE.value)
+      context_scale=mil_flags.FEATURE_CONTEXT_SCALE.value, store=mil_flags.FEATURE_STORE.value)
   if feature_config.context_scale and feature_config.context_scale <= 1.0:
     raise UserError(f'--feature_context_scale={feature_config.context_scale}: use 0 (off) or a '
                     f'factor above 1')
@@ -91,7 +96,7 @@ def config_from_flags():
         trainer=flag(mil_flags.MIL_TRAINER),
         rerank_top=mil_flags.RERANK_TOP.value,
         near_miss_negatives=mil_flags.NEAR_MISS_NEGATIVES.value, svm_c=mil_flags.SVM_C.value,
-        svm_tol=mil_flags.SVM_TOL.value, seed=mil_flags.SEED.value)
+        svm_tol=mil_flags.SVM_TOL.value, seed=mil_flags.MIL_SEED.value)
   except ValueError as e:  # MilConfig names the bad field; absl's bounds cannot say "> 0".
     raise UserError(f'MIL flags: {e}') from None
   workdir = mil_flags.WORKDIR.value or os.path.join(
@@ -107,20 +112,8 @@ def config_from_flags():
 
 
 def write_json(path, obj):
-  """Writes JSON atomically (temp file in the same folder, then rename)."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-  with os.fdopen(fd, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
-    f.write('\n')
-  os.replace(tmp, path)
-
-
-def _json_default(value):
-  if isinstance(value, np.generic):
-    return value.item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  raise TypeError(f'not JSON serialisable: {type(value)}')
+  """Writes strict JSON atomically (NaN becomes null)."""
+  atomic.write_json(path, obj)
 
 
 def versions():
@@ -144,7 +137,7 @@ def stage_data(config):
   check = images_lib.verify_images(
       dataset, cache_path=os.path.join(data.cache_dir, 'verified_images.json'),
       skip_bad_records=data.skip_bad_records, log=log,
-      progress=lambda it, **kw: tqdm.tqdm(it, mininterval=1.0, **kw))
+      progress=_iterate_with_progress)
   summary = records_lib.summarize(dataset)
   summary['images_decoded_now'] = check['num_checked']
   summary['skipped'] = dataset.skipped
@@ -188,9 +181,57 @@ def stage_clicks(config, dataset):
   return selected, info
 
 
+def _iterate_with_progress(iterable, total, desc, unit='img'):
+  """Wraps an iterable with `PROGRESS` (rate and ETA; plain log lines when not on a terminal)."""
+  with PROGRESS(total, desc, unit) as bar:
+    for item in iterable:
+      yield item
+      bar.update(1)
+
+
+def stage_precompute(config, dataset, results):
+  """Proposals and trunk maps, cached in --cache_dir and shared by runs, split over workers.
+
+  Returns:
+    a bag source for MIL, or None while other workers (--num_shards) still owe shards.
+  """
+  workers = dict(num_workers=config.num_workers, worker_index=config.worker_index, log=log)
+  start = time.time()
+  proposals, info = precompute.compute_proposals(dataset, config.proposals,
+                                                 config.data.cache_dir, **workers)
+  results['timings_s']['proposals'] = round(time.time() - start, 3)
+  results['proposals'] = dict(info, cache=proposals.dir, method=config.proposals.method)
+  if not ({'features', 'mil'} & set(config.stages)) or not _all_shards_done(
+      proposals, config, results, 'proposals'):
+    return None
+  start = time.time()
+  if config.features.store == 'maps':
+    features, info = precompute.compute_trunk_maps(dataset, config.features,
+                                                   config.data.cache_dir, **workers)
+  else:
+    features, info = precompute.compute_features(dataset, config.features, proposals,
+                                                 config.data.cache_dir, **workers)
+  results['timings_s']['features'] = round(time.time() - start, 3)
+  results['features'] = dict(info, cache=features.dir, store=config.features.store)
+  if not _all_shards_done(features, config, results, 'features'):
+    return None
+  if config.features.store == 'maps':
+    return bags_lib.TrunkMapBags(dataset.records, proposals, features,
+                                 pool_size=config.features.pool_size,
+                                 context_scale=config.features.context_scale)
+  return bags_lib.RoiFeatureBags(dataset.records, proposals, features)
+
+
 def run(config):
-  """Runs the configured stages; returns the path of results.json."""
+  """Runs the configured stages; returns the path of results.json.
+
+  results.json says `running` from the start, `complete` at the end and `failed` (with the
+  error) when a stage raises, so a reader never mistakes an old or broken run for a finished one.
+  """
   os.makedirs(config.workdir, exist_ok=True)
+  atomic.remove_stale_temp_files(config.workdir, recursive=True, log=log)
+  # Parallel workers share the cache: only their temp files older than 10 minutes are stale.
+  atomic.remove_stale_temp_files(config.data.cache_dir, min_age_s=600, recursive=True, log=log)
   simulated = config.clicks.source == 'simulated'
   results = {
       'status': 'running',
@@ -204,12 +245,27 @@ def run(config):
       'click_noise': config.clicks.noise if simulated else None,
       'click_instance': config.clicks.instance if simulated else None,
       'seed': config.clicks.seed,
+      'mil_seed': config.mil.seed,
       'timings_s': {},
       'versions': versions(),
   }
   results_path = os.path.join(config.workdir, 'results.json')
+  write_json(results_path, results)
   log(f'workdir: {config.workdir}')
+  try:
+    _run_stages(config, results, simulated)
+  except BaseException as e:
+    results['status'] = 'failed'
+    results['error'] = f'{type(e).__name__}: {e}'
+    write_json(results_path, results)
+    raise
+  if results['status'] == 'running':
+    results['status'] = 'complete'
+  write_json(results_path, results)
+  return results_path
 
+
+def _run_stages(config, results, simulated):
   # --- data: always loaded when a stage needs it; the image check is cached. ---
   start = time.time()
   dataset, summary = stage_data(config)
@@ -234,71 +290,24 @@ def run(config):
         f'({config.clicks.source}); annotation time {click_info["annotation_hours"]:.3f} h '
         f'(boxes would take {click_info["annotation_hours_full_supervision"]:.3f} h)')
 
-  # --- proposals and features: cached in --cache_dir, shared by runs, split over workers. ---
-  workers = dict(num_workers=config.num_workers, worker_index=config.worker_index, log=log)
-  proposals = None
+  # --- proposals and features ---
+  bags = None
   if {'proposals', 'features', 'mil'} & set(config.stages):
-    start = time.time()
-    proposals, info = precompute.compute_proposals(dataset, config.proposals,
-                                                   config.data.cache_dir, **workers)
-    results['timings_s']['proposals'] = round(time.time() - start, 3)
-    results['proposals'] = dict(info, cache=proposals.dir, method=config.proposals.method)
-  features = None
-  needs_features = 'features' in config.stages or 'mil' in config.stages
-  if needs_features and _all_shards_done(proposals, config, results, 'proposals'):
-    start = time.time()
-    features, info = precompute.compute_features(dataset, config.features, proposals,
-                                                 config.data.cache_dir, **workers)
-    results['timings_s']['features'] = round(time.time() - start, 3)
-    results['features'] = dict(info, cache=features.dir)
-    if not _all_shards_done(features, config, results, 'features'):
-      features = None
+    bags = stage_precompute(config, dataset, results)
   results['trunk'] = config.features.trunk
   results['weights'] = config.features.weights
 
   # --- mil: localise every positive pair; resumes from its last finished iteration. ---
-  if 'mil' in config.stages and features is not None:
+  if 'mil' in config.stages and bags is not None:
     start = time.time()
-    results.update(stage_mil(config, dataset, selected, proposals, features))
+    results.update(stage_mil(config, dataset, selected, bags))
     results['timings_s']['mil'] = round(time.time() - start, 3)
-    log(f'CorLoc: {results["corloc"]:.4f} ({results["num_pairs"]} pairs; non-difficult '
+    log(f'CorLoc: {results["corloc"]:.4f} (mean over classes; {results["num_pairs"]} pairs, '
+        f'pooled {results["corloc_pooled"]:.4f}; non-difficult '
         f'{results["corloc_non_difficult"]:.4f}; cue-only {results["corloc_cue_only"]:.4f}; '
         f'{config.clicks.num_clicks} clicks' +
         (f', simulated, noise {config.clicks.noise}, seed {config.clicks.seed})'
          if simulated else f' from {config.clicks.source})'))
-
-  if results['status'] == 'running':
-    results['status'] = 'complete'
-  write_json(results_path, results)
-  return results_path
-
-
-def fit_area_model(config, log):
-  """mu(d) of the box-area cue, fitted on other data than the localised images.
-
-  Simulated clicks: the same simulator settings on `config.area_fit_data` (by default a synthetic
-  set generated with another seed), pairs whose two clicks aimed at one instance.
-
-  Returns:
-    (AreaModel, set of the image paths it saw, (distances, areas) it was fitted on).
-  """
-  from click_supervision.datasets import synthetic  # pylint: disable=g-import-not-at-top
-  click_config = config.clicks
-  if config.area_fit_data == 'synthetic':
-    other = synthetic.SyntheticConfig(seed=synthetic.SyntheticConfig.seed + 1)
-    root = synthetic.ensure_synthetic(config.data.cache_dir, log=log, config=other)
-    from click_supervision.datasets import voc  # pylint: disable=g-import-not-at-top
-    fit_data = voc.load_voc(root, 'trainval', name=f'synthetic (seed {other.seed})', log=log)
-  else:
-    fit_data = datasets.load_dataset(config.area_fit_data, config.data.split,
-                                     cache_dir=config.data.cache_dir, log=log)
-  rows = clicks_lib.simulate_clicks(fit_data, num_annotators=2, noise=click_config.noise,
-                                    instance=click_config.instance, seed=click_config.seed)
-  distances, areas = cues_lib.same_instance_pairs(fit_data, rows)
-  model = cues_lib.AreaModel.fit(distances, areas, source=(
-      f'{fit_data.name} {fit_data.split}: clicks simulated with noise {click_config.noise}, '
-      f'instance {click_config.instance}, seed {click_config.seed}; same-instance pairs'))
-  return model, {r['path'] for r in fit_data.records}, (distances, areas)
 
 
 def fit_area_model_on_gold(config, dataset):
@@ -325,71 +334,49 @@ def fit_area_model_on_gold(config, dataset):
   return model, distances, areas
 
 
-def stage_mil(config, dataset, selected, proposals, features):
+def stage_area_model(config, dataset):
+  """mu(d) of the box-area cue (two clicks only), by `area_fit`'s policy; writes
+  area_model.json. Returns (AreaModel or None, info dict for results.json)."""
+  if config.clicks.num_clicks != 2 or not config.mil.uses('box_area'):
+    return None, {}
+  try:
+    if config.clicks.source != 'simulated':
+      # Real clicks: the collection tool's hidden gold pairs, whose boxes the user's annotations
+      # provide; they are among the localised images by design.
+      model, distances, areas = fit_area_model_on_gold(config, dataset)
+    else:
+      model, distances, areas = area_fit.area_model_for_run(
+          config.area_fit_data, dataset, config.clicks, config.data.cache_dir, log=log)
+  except cues_lib.AreaFitError as e:
+    log(f'mil: box-area cue off: {e}')
+    return None, {'box_area_cue_off': str(e)}
+  fitted_on = {} if distances is None else {'distances': distances.round(3).tolist(),
+                                            'areas': areas.round(1).tolist()}
+  write_json(os.path.join(config.workdir, 'area_model.json'), dict(model.to_dict(), **fitted_on))
+  log(f'mil: mu(d) = {model.a0:.2f} + {model.a1:.2f} log d, sigma {model.sigma:.2f}, from '
+      f'{model.num_pairs} pairs of {model.source}')
+  return model, {'area_model': model.to_dict()}
+
+
+def stage_mil(config, dataset, selected, bags):
   """Runs MIL; writes localizations.jsonl, area_model.json and TensorBoard summaries."""
   from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
   clicks = {pair: clicks_lib.clicks_as_array(c) for pair, c in selected.items()}
-  area_model = None
-  info = {}
-  if config.clicks.num_clicks == 2 and config.mil.uses('box_area'):
-    real_clicks = config.clicks.source != 'simulated'
-    if (not real_clicks and config.area_fit_data == 'synthetic' and
-        not config.data.dataset.startswith('synthetic')):
-      log('mil: warning: mu(d) of the box-area cue is fitted on the synthetic set, which does not '
-          'transfer to photos (on the VOC sample it lowered two-click cue-only CorLoc from 0.52 '
-          'to 0.45; fitted on other photos it raised it to 0.58, BUILD_NOTES): pass '
-          '--area_fit_data=<other photos with boxes>, e.g. coco:ANNOTATIONS:IMAGES')
-    try:
-      if real_clicks:
-        # Real clicks: mu(d) comes from the collection tool's hidden gold pairs, whose boxes the
-        # user's annotations provide (issue 4 names them as the data for real clicks). They are
-        # among the localised images by design, so the overlap check below does not apply.
-        area_model, distances, areas = fit_area_model_on_gold(config, dataset)
-        fit_paths = set()
-      else:
-        area_model, fit_paths, (distances, areas) = fit_area_model(config, log)
-    except cues_lib.AreaFitError as e:
-      area_model = None
-      info['box_area_cue_off'] = str(e)
-      log(f'mil: box-area cue off: {e}')
-  if area_model is not None:
-    overlap = fit_paths & {r['path'] for r in dataset.records}
-    if overlap:
-      raise UserError(f'--area_fit_data shares {len(overlap)} images with the localised data '
-                      f'(e.g. {sorted(overlap)[0]}): fit mu(d) on other images')
-    write_json(os.path.join(config.workdir, 'area_model.json'), dict(
-        area_model.to_dict(), distances=distances.round(3).tolist(),
-        areas=areas.round(1).tolist()))
-    info['area_model'] = area_model.to_dict()
-    log(f'mil: mu(d) = {area_model.a0:.2f} + {area_model.a1:.2f} log d, sigma '
-        f'{area_model.sigma:.2f}, from {area_model.num_pairs} pairs of {area_model.source}')
+  area_model, info = stage_area_model(config, dataset)
   summary_writer = summaries.writer(os.path.join(config.workdir, 'tensorboard'))
   result = mil_lib.run_mil(
-      dataset.records, dataset.class_names, proposals, features, clicks, config.mil,
-      workdir=config.workdir, area_model=area_model, log=log,
+      dataset.records, dataset.class_names, bags, clicks, config.mil, workdir=config.workdir,
+      area_model=area_model, log=log, progress=PROGRESS,
       on_iteration=lambda iteration, i: summaries.write_iteration(summary_writer, iteration, i))
-  summaries.write_localization_images(
-      summary_writer, dataset.records, {p: s['box'] for p, s in result['selections'].items()}, clicks,
-      dataset.class_names, step=len(result['corloc_per_iteration']) - 1)
-  rows = [{'image_id': image_id, 'class': dataset.class_names[c],
-           'box': [round(float(v), 2) for v in s['box']], 'proposal_index': s['index'],
-           'score': round(s['score'], 6), 'iteration': s['iteration'],
-           'clicks_split': s['split']}
-          for (image_id, c), s in sorted(result['selections'].items())]
-  _write_lines(os.path.join(config.workdir, 'localizations.jsonl'), rows)
+  boxes = {p: s['box'] for p, s in result['selections'].items()}
+  summaries.write_localization_images(summary_writer, dataset.records, boxes, clicks,
+                                      dataset.class_names, step=result['num_iterations'])
+  localizations_lib.write_localizations(os.path.join(config.workdir, 'localizations.jsonl'),
+                                        result['selections'], dataset.class_names)
   info.update({k: v for k, v in result.items() if k not in ('selections', 'timings_s')})
   info['mil_timings_s'] = result['timings_s']
   info['mil_config'] = dataclasses.asdict(config.mil)
   return info
-
-
-def _write_lines(path, rows):
-  """Writes JSON Lines atomically."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-  with os.fdopen(fd, 'w') as f:
-    for row in rows:
-      f.write(json.dumps(row) + '\n')
-  os.replace(tmp, path)
 
 
 def _all_shards_done(cache, config, results, stage):
@@ -403,6 +390,15 @@ def _all_shards_done(cache, config, results, stage):
       f'{len(missing)} shards are left to the other workers (rerun without --num_shards '
       f'afterwards to continue)')
   return False
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with bad values reported as one `error:` line (exit 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 def main(argv):
@@ -423,4 +419,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

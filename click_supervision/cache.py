@@ -28,6 +28,12 @@ from click_supervision import atomic
 _IDS_KEY = '__image_ids__'
 
 
+def default_cache_dir():
+  """`$CLICKSUP_CACHE_DIR`, else `~/.cache/click_supervision`."""
+  return os.environ.get('CLICKSUP_CACHE_DIR') or os.path.join(
+      os.path.expanduser('~'), '.cache', 'click_supervision')
+
+
 def cache_key(params, image_files):
   """A 16-hex-digit key of `params` (JSON-serialisable dict) and `image_files`.
 
@@ -136,6 +142,11 @@ class ShardedCache:
   def missing_shards(self, num_workers=1, worker_index=0):
     """This worker's shards that are not done yet (missing, partial or corrupt)."""
     return [s for s in self.shards_for_worker(num_workers, worker_index) if not self.is_done(s)]
+
+  def size_bytes(self):
+    """Bytes of the finished shard files on disk."""
+    return sum(os.path.getsize(self.shard_path(s)) for s in range(self.num_shards)
+               if os.path.exists(self.shard_path(s)))
 
   def iter_images(self):
     """Yields `(image_id, dict of arrays)` in cache order, one shard in memory at a time.

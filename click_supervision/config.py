@@ -5,8 +5,8 @@ functions never read flags.
 """
 
 import dataclasses
-import os
 
+from click_supervision import cache as cache_lib
 from click_supervision import clicks as clicks_lib
 from click_supervision import mil as mil_lib
 from click_supervision import precompute
@@ -16,10 +16,7 @@ from click_supervision import proposals as proposals_lib
 STAGES = ('data', 'clicks', 'proposals', 'features', 'mil')
 
 
-def default_cache_dir():
-  """`$CLICKSUP_CACHE_DIR`, else `~/.cache/click_supervision`."""
-  return os.environ.get('CLICKSUP_CACHE_DIR') or os.path.join(
-      os.path.expanduser('~'), '.cache', 'click_supervision')
+default_cache_dir = cache_lib.default_cache_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,9 +77,9 @@ class Config:
     proposals: `proposals.ProposalConfig`.
     features: `precompute.FeatureConfig`.
     mil: `mil.MilConfig`.
-    area_fit_data: where mu(d) of the box-area cue is fitted for simulated clicks: `synthetic` (a
-      synthetic set generated with another seed, never the localised images) or a `--dataset`
-      value of held-back data with boxes.
+    area_fit_data: where mu(d) of the box-area cue is fitted for simulated clicks (`area_fit`):
+      `auto` (the synthetic set of another seed for synthetic data, the shipped photo model for
+      photos), `synthetic`, `shipped`, or a `--dataset` value of held-back data with boxes.
     workdir: output folder of this run (results.json, data_summary.json, clicks, logs).
     stages: tuple of stage names to run, a subset of STAGES, run in STAGES order.
     num_workers, worker_index: this process computes every `num_workers`-th shard of the cached
@@ -94,7 +91,7 @@ class Config:
       default_factory=proposals_lib.ProposalConfig)
   features: precompute.FeatureConfig = dataclasses.field(default_factory=precompute.FeatureConfig)
   mil: mil_lib.MilConfig = dataclasses.field(default_factory=mil_lib.MilConfig)
-  area_fit_data: str = 'synthetic'
+  area_fit_data: str = 'auto'
   workdir: str = ''
   stages: tuple = STAGES
   num_workers: int = 1

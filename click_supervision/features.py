@@ -131,20 +131,14 @@ class FeatureExtractor:
     self.context_scale = float(context_scale)
     self.short_side = short_side
     self.max_long_side = max_long_side
-    self.max_rois_per_call = max_rois_per_call
     self.stride = trunk.feature_stride
-    self.roi_pooling = RoiPooling(stride=trunk.feature_stride, offset=trunk.feature_offset,
-                                  pool_size=pool_size)
+    self.pooler = MapPooler(trunk.feature_stride, trunk.feature_offset, pool_size=pool_size,
+                            context_scale=context_scale, max_rois_per_call=max_rois_per_call)
+    self.roi_pooling = self.pooler.roi_pooling
     # One trace for every image size: spatial dimensions are dynamic.
     self._forward = tf.function(
         lambda images: trunk(images, training=False),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    self._pool = tf.function(
-        lambda maps, boxes: tf.reshape(
-            self.roi_pooling(maps, boxes, tf.zeros(tf.shape(boxes)[:1], tf.int32)),
-            [tf.shape(boxes)[0], -1]),
-        input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
-                         tf.TensorSpec([None, 4], tf.float32)])
 
   def __call__(self, image, boxes):
     """RoI features of `boxes` in `image`.
@@ -154,6 +148,22 @@ class FeatureExtractor:
       boxes: float32 [P, 4] pixels of `image`.
     Returns:
       (features float32 [P, D], timings dict with `trunk` and `pooling` seconds).
+    """
+    feature_map, factors, timings = self.trunk_map(image)
+    start = time.perf_counter()
+    features = self.pool(feature_map, np.asarray(boxes, np.float32).reshape(-1, 4) * factors)
+    timings['pooling'] = time.perf_counter() - start
+    return features, timings
+
+  def trunk_map(self, image):
+    """The trunk's feature map of `image`: what the trunk-map cache stores.
+
+    Args:
+      image: uint8 [H, W, 3] RGB.
+    Returns:
+      (feature_map float32 [h, w, C], factors float32 [4] multiplying `[ymin, xmin, ymax, xmax]`
+      image pixels into the resized image the map was computed on, timings dict with `trunk`
+      seconds).
     """
     height, width = image.shape[:2]
     scale = rescale_factor(height, width, self.short_side, self.max_long_side)
@@ -171,28 +181,68 @@ class FeatureExtractor:
     if pad_h or pad_w:
       pixels = _pad_replicate(pixels, pad_h, pad_w)
     start = time.perf_counter()
-    maps = self._forward(pixels)
-    maps.numpy()  # Wait for the trunk before timing the pooling.
-    trunk_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    scaled = np.asarray(boxes, np.float32).reshape(-1, 4) * factors
-    if self.context_scale:
-      scaled = np.concatenate([scaled, enlarge_boxes(scaled, self.context_scale)])
-    chunks = [self._pool(maps, scaled[i:i + self.max_rois_per_call]).numpy()
-              for i in range(0, len(scaled), self.max_rois_per_call)]
-    features = (np.concatenate(chunks) if chunks else
-                np.zeros((0, self.feature_dim(maps)), np.float32))
-    if self.context_scale and chunks:  # [2P, D] -> [P, 2D]: the box's grid, then its context's.
-      features = np.concatenate(np.split(features, 2), axis=1)
-    return features, {'trunk': trunk_seconds, 'pooling': time.perf_counter() - start}
+    feature_map = self._forward(pixels).numpy()[0]
+    return feature_map, factors, {'trunk': time.perf_counter() - start}
 
-  def feature_dim(self, maps=None):
-    channels = maps.shape[-1] if maps is not None else self.trunk.output_shape[-1]
-    return self.roi_pooling.pool_size ** 2 * int(channels) * (2 if self.context_scale else 1)
+  def pool(self, feature_map, scaled_boxes):
+    """`MapPooler.__call__`: RoI features of boxes in the resized image's pixels."""
+    return self.pooler(feature_map, scaled_boxes)
+
+  def feature_dim(self):
+    return self.pooler.feature_dim(int(self.trunk.output_shape[-1]))
 
   def features_of_file(self, path, boxes):
     """`__call__` on an image file read with `images.load_image`."""
     return self(images_lib.load_image(path), boxes)
+
+
+class MapPooler:
+  """RoI features from a trunk's feature map: the half of `FeatureExtractor` that runs on cached
+  maps (the MIL learner and the detector head pool from the trunk-map cache with it).
+
+  Args:
+    stride, offset: the trunk's `feature_stride` (int px) and `feature_offset` (float px).
+    pool_size: RoI grid side.
+    context_scale: 0 (off) or the enlargement factor of a second, context grid.
+    max_rois_per_call: RoIs pooled per call (bounds memory for many proposals).
+  """
+
+  def __init__(self, stride, offset, pool_size=3, context_scale=0.0, max_rois_per_call=4096):
+    self.context_scale = float(context_scale)
+    self.max_rois_per_call = max_rois_per_call
+    self.roi_pooling = RoiPooling(stride=stride, offset=offset, pool_size=pool_size)
+    self._pool = tf.function(
+        lambda maps, boxes: tf.reshape(
+            self.roi_pooling(maps, boxes, tf.zeros(tf.shape(boxes)[:1], tf.int32)),
+            [tf.shape(boxes)[0], -1]),
+        input_signature=[tf.TensorSpec([1, None, None, None], tf.float32),
+                         tf.TensorSpec([None, 4], tf.float32)])
+
+  def __call__(self, feature_map, scaled_boxes):
+    """RoI features of boxes given in the pixels of the image the map was computed on.
+
+    Args:
+      feature_map: float [h, w, C] (float16 from the cache is fine: pooling runs in float32).
+      scaled_boxes: float32 [P, 4] `[ymin, xmin, ymax, xmax]` pixels of the resized image
+        (`boxes * factors`).
+    Returns:
+      float32 [P, D], D = pool_size**2 x C (twice that with the context grid).
+    """
+    maps = tf.convert_to_tensor(np.asarray(feature_map, np.float32)[None])
+    scaled = np.asarray(scaled_boxes, np.float32).reshape(-1, 4)
+    if self.context_scale:
+      scaled = np.concatenate([scaled, enlarge_boxes(scaled, self.context_scale)])
+    chunks = [self._pool(maps, scaled[i:i + self.max_rois_per_call]).numpy()
+              for i in range(0, len(scaled), self.max_rois_per_call)]
+    if not chunks:
+      return np.zeros((0, self.feature_dim(feature_map.shape[-1])), np.float32)
+    features = np.concatenate(chunks)
+    if self.context_scale:  # [2P, D] -> [P, 2D]: the box's grid, then its context's.
+      features = np.concatenate(np.split(features, 2), axis=1)
+    return features
+
+  def feature_dim(self, channels):
+    return self.roi_pooling.pool_size ** 2 * int(channels) * (2 if self.context_scale else 1)
 
 
 def enlarge_boxes(boxes, factor):

@@ -18,29 +18,34 @@ Initialisation: the proposal best overlapping the whole image (no clicks), or th
 centered on the click (`click_init`). Iterations stop after `num_iterations` or when no
 selection changes.
 
-Memory: features are streamed from the cache one image at a time; the learner keeps only the
-selected positive features and, per class, a capped pool of hard negatives.
+The parts, each replaceable on its own:
+  bag source     `bags`: an image's proposals, objectness and RoI features, pooled on demand
+                 from the trunk-map cache, one image at a time;
+  appearance     `appearance`: the trainers (SVM, LDA) behind one `fit` -> scorer interface, and
+                 the bounded, de-duplicated negative pools;
+  re-localisation `relocalize_image`: S_ap(A of any scorer, O) x the pair's click cues;
+  loop state     `mil_state.MilState`: saved atomically after the initialisation and after every
+                 iteration; a rerun with the same inputs resumes from the last finished one and
+                 gives the same selections as an uninterrupted run.
 
-`run_mil` writes a checkpoint after every iteration (atomic); a rerun with the same inputs resumes
-from the last finished iteration and gives the same selections as an uninterrupted run.
+Memory: bounded by the selections (one feature row per pair) and the negative pools (at most
+`max_negatives` rows per class), not by the number of images: proposals and click cues are
+recomputed from the caches in each pass.
 """
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
-import warnings
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.svm import LinearSVC
 
+from click_supervision import appearance
 from click_supervision import boxes as box_lib
 from click_supervision import cues as cues_lib
 from click_supervision import evaluation
+from click_supervision import mil_state
 
 CUES = ('objectness', 'appearance', 'box_center', 'box_area', 'click_init', 'split_instances')
 
@@ -49,7 +54,6 @@ INITS = ('window', 'cues')
 NORMALIZATIONS = ('minmax', 'rank')
 FUSIONS = ('sum', 'product')
 
-CHECKPOINT_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,13 +111,13 @@ class MilConfig:
       re-localisation, and like positives are held out of their own fold's model. SVM: added to
       the negatives; LDA: mu_neg = the mean of the background mean and the near-miss mean.
     svm_c: LinearSVC C (features are L2-normalised).
-    svm_tol: LinearSVC stopping tolerance (liblinear's dual gap). 1e-3, not sklearn's 1e-4: SVM
-      training takes 14 % less time on the VOC sample, with the same CorLoc at every iteration
-      there and on the tuning sets (BUILD_NOTES).
-    negatives_per_image: random proposals per negative image in the first negative pool.
+    svm_tol: LinearSVC stopping tolerance (liblinear's primal solver, `appearance._fit_svm`).
+    negatives_per_image: random proposals per negative image offered to the first negative
+      pool of each class the image lacks (a seeded uniform sample of at most `max_negatives`
+      of them is kept).
     max_negatives: cap on each class's pool of hard negatives.
     hard_margin: mined negatives are proposals of negative images scoring above this.
-    seed: folds, negative sampling and SVM solver order.
+    seed: folds and negative sampling (`--mil_seed`; the clicks have their own `--seed`).
     num_threads: SVMs trained in parallel.
   """
   num_folds: int = 10
@@ -167,36 +171,7 @@ class MilConfig:
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading bags from the caches.
-
-
-def iter_bags(proposals, features, image_ids=None):
-  """Yields `(image_id, boxes float32 [P, 4], objectness float32 [P], features float32 [P, D])`.
-
-  Features are L2-normalised; one proposals shard and one features shard are in memory at a time.
-
-  Args:
-    proposals, features: filled `cache.ShardedCache`s over the same images.
-    image_ids: optional set; other images are skipped without reading their features.
-  """
-  proposal_shard, proposal_data = None, None
-  for shard in range(features.num_shards):
-    ids = [i for i in features.shard_image_ids(shard) if image_ids is None or i in image_ids]
-    if not ids:
-      continue
-    per_image = features.read_shard(shard)
-    if per_image is None:
-      raise RuntimeError(f'{features.shard_path(shard)} is missing or corrupt')
-    for image_id in ids:
-      if proposals.shard_of(image_id) != proposal_shard:
-        proposal_shard = proposals.shard_of(image_id)
-        proposal_data = proposals.read_shard(proposal_shard)
-        if proposal_data is None:
-          raise RuntimeError(f'{proposals.shard_path(proposal_shard)} is missing or corrupt')
-      feats = per_image[image_id]['features'].astype(np.float32)
-      feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
-      yield (image_id, proposal_data[image_id]['boxes'], proposal_data[image_id]['scores'],
-             feats)
+# Scores of one image's proposals.
 
 
 def normalize_per_image(scores, method='minmax'):
@@ -314,110 +289,6 @@ def initial_box_index(boxes, height, width, center):
   return int(np.argmax(box_lib.pairwise_iou(target[None], boxes)[0]))
 
 
-# ---------------------------------------------------------------------------------------------
-# Re-training.
-
-
-def _fit_svm(positives, negatives, c, seed, tol):
-  """One linear SVM (liblinear, squared hinge, balanced class weights): (w float32 [D], b)."""
-  x = np.concatenate([positives, negatives])
-  y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
-  svm = LinearSVC(C=c, class_weight='balanced', random_state=seed, max_iter=2000, dual=True,
-                  tol=tol)
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', ConvergenceWarning)
-    svm.fit(x, y)
-  return svm.coef_[0].astype(np.float32), float(svm.intercept_[0])
-
-
-def train_models(positive_features, positive_folds, negatives, num_classes, dim, config,
-                 iteration, near_misses=None):
-  """Trains the per-(fold, class) SVMs, `num_threads` at a time (liblinear releases the GIL).
-
-  Model (k, c) trains on the selected positives of class c outside fold k (all of them with one
-  fold) against class c's negative pool. (A joint L-BFGS solve of a class's K models with shared
-  negatives was tried and was 20x slower than liblinear's dual coordinate descent here.)
-
-  Args:
-    positive_features: list over classes of float32 [N_c, D] selected positives.
-    positive_folds: list over classes of int [N_c] fold of each positive.
-    negatives: list over classes of float32 [M_c, D] negative pools.
-    num_classes, dim: sizes.
-    config: MilConfig.
-    iteration: for the solver seeds.
-    near_misses: optional list over classes of (features float32 [M, D], folds int [M]): extra
-      negatives, held out of their own fold's model.
-  Returns:
-    (weights float32 [K, C, D], biases float32 [K, C]); a (fold, class) without positives or
-    negatives gets a zero model.
-  """
-  k = config.num_folds
-  weights = np.zeros((k, num_classes, dim), np.float32)
-  biases = np.zeros((k, num_classes), np.float32)
-  jobs = {}
-  with concurrent.futures.ThreadPoolExecutor(config.num_threads) as pool:
-    for c in range(num_classes):
-      for fold in range(k):
-        train = _outside_fold(positive_folds[c], fold, k)
-        fold_negatives = negatives[c]
-        if near_misses is not None and len(near_misses[c][0]):
-          near = _outside_fold(near_misses[c][1], fold, k)
-          fold_negatives = np.concatenate([negatives[c], near_misses[c][0][near]])
-        if train.any() and len(fold_negatives):
-          seed = (config.seed * 1000003 + iteration * 1009 + c * 31 + fold) % (2 ** 31)
-          jobs[(fold, c)] = pool.submit(_fit_svm, positive_features[c][train], fold_negatives,
-                                        config.svm_c, seed, config.svm_tol)
-    for (fold, c), job in jobs.items():
-      weights[fold, c], biases[fold, c] = job.result()
-  return weights, biases
-
-
-def background_statistics(samples):
-  """The shared background model of the LDA trainer.
-
-  Args:
-    samples: float32 [N, D] random proposals of all images.
-  Returns:
-    precision float64 [D, D]: the inverse of the Ledoit-Wolf shrunk covariance (shrinkage chosen
-    by the Ledoit-Wolf formula; with N of a few thousand and D = 1280 the raw covariance is
-    singular or nearly so).
-  """
-  from sklearn.covariance import LedoitWolf  # pylint: disable=g-import-not-at-top
-  return LedoitWolf().fit(samples.astype(np.float64)).precision_
-
-
-def _outside_fold(folds, fold, num_folds):
-  return folds != fold if num_folds > 1 else np.ones(len(folds), bool)
-
-
-def train_lda(positive_features, positive_folds, negative_means, precision, num_classes, dim,
-              config, near_misses=None):
-  """Per-(fold, class) LDA models in closed form: w = P (mu_pos - mu_neg), b = -w.(mu_pos +
-  mu_neg) / 2, with P the shared background precision and mu_neg the mean of class c's random
-  negatives (averaged with the mean of its near misses outside the fold, when there are any).
-  Same arguments and returns as `train_models`, plus `negative_means` float32 [C, D] and
-  `precision` float64 [D, D]."""
-  k = config.num_folds
-  weights = np.zeros((k, num_classes, dim), np.float32)
-  biases = np.zeros((k, num_classes), np.float32)
-  for c in range(num_classes):
-    for fold in range(k):
-      train = _outside_fold(positive_folds[c], fold, k)
-      if not train.any():
-        continue
-      mu_pos = positive_features[c][train].mean(axis=0).astype(np.float64)
-      mu_neg = negative_means[c]
-      if near_misses is not None:
-        near_features, near_folds = near_misses[c]
-        near = _outside_fold(near_folds, fold, k)
-        if near.any():
-          mu_neg = (mu_neg + near_features[near].mean(axis=0)) / 2
-      w = precision @ (mu_pos - mu_neg)
-      weights[fold, c] = w
-      biases[fold, c] = -w @ (mu_pos + mu_neg) / 2
-  return weights, biases
-
-
 def near_miss_indices(boxes, index, count, rng):
   """Up to `count` proposals (random, seeded) overlapping proposal `index` with IoU in
   [0.1, 0.5): int [<= count]."""
@@ -428,7 +299,109 @@ def near_miss_indices(boxes, index, count, rng):
   return candidates
 
 
-def _collect_near_misses(collected, num_classes, dim):
+
+def relocalize_image(bag, classes, fold, cues, scorer, config, cue_only_scores=None):
+  """Re-localisation of one image's positive pairs: argmax of S = S_ap(A, O) x cue.
+
+  Args:
+    bag: `bags.Bag`.
+    classes: int sequence, the image's positive classes.
+    fold: the image's fold; A comes from that fold's models (trained without this image).
+    cues: list (one per class) of float32 [P] click cues (`pair_cue`).
+    scorer: any object with `scores(bag, fold, classes) -> float32 [P, n]` raw appearance
+      scores (`appearance.LinearModels`; later the detector).
+    config: MilConfig.
+    cue_only_scores: with `rerank_top`, list (one per class) of float32 [P] cue-only scores
+      O x cue, or None for a pair without clicks.
+  Returns:
+    list (one per class) of (proposal index, score S of that proposal).
+  """
+  o = normalize_per_image(bag.objectness, config.normalization) if config.uses(
+      'objectness') else None
+  raw = scorer.scores(bag, fold, classes)
+  chosen = []
+  for j in range(len(classes)):
+    a = normalize_per_image(raw[:, j], config.normalization)
+    score = appearance_objectness(a, o, config) * cues[j]
+    if config.rerank_top and cue_only_scores is not None and cue_only_scores[j] is not None:
+      outside = np.argsort(-cue_only_scores[j], kind='stable')[config.rerank_top:]
+      score[outside] = -1.0
+    best = int(np.argmax(score))
+    chosen.append((best, float(score[best])))
+  return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# The learner.
+
+
+@dataclasses.dataclass
+class _Problem:
+  """The fixed parts of a run: pairs, folds and clicks (small; per pair, not per proposal)."""
+  records: list
+  class_names: list
+  pairs: list            # [(image_id, class_index)] in record order.
+  pair_index: dict       # pair -> row.
+  pair_class: np.ndarray  # int64 [N].
+  pair_fold: np.ndarray   # int64 [N].
+  folds: dict            # image_id -> fold.
+  image_number: dict     # image_id -> its position in `records` (negative pool keys).
+  labels: dict           # image_id -> int64 [L] positive classes.
+  clicks: dict           # pair -> float32 [C, 2].
+
+  @classmethod
+  def build(cls, records, class_names, selected_clicks, config):
+    pairs = [(r['image_id'], int(c)) for r in records for c in r['image_labels']]
+    folds = assign_folds([r['image_id'] for r in records], config.num_folds, config.seed)
+    return cls(records, list(class_names), pairs, {p: i for i, p in enumerate(pairs)},
+               np.array([c for _, c in pairs], np.int64),
+               np.array([folds[i] for i, _ in pairs], np.int64), folds,
+               {r['image_id']: n for n, r in enumerate(records)},
+               {r['image_id']: np.asarray(r['image_labels'], np.int64) for r in records},
+               {p: np.asarray(selected_clicks.get(p, np.zeros((0, 2))), np.float32).reshape(-1, 2)
+                for p in pairs})
+
+  @property
+  def num_classes(self):
+    return len(self.class_names)
+
+  def rows_of(self, image_id):
+    return [self.pair_index[(image_id, int(c))] for c in self.labels[image_id]]
+
+  def corloc(self, boxes):
+    """`evaluation.corloc` of per-pair boxes float32 [N, 4]."""
+    return evaluation.corloc(self.records, {p: boxes[i] for i, p in enumerate(self.pairs)},
+                             self.num_classes)
+
+
+def _fingerprint(problem, bags, config, area_model):
+  """What a checkpoint must match to be resumed (num_iterations and threads left out: a rerun
+  asking for more iterations continues the old run, one asking for fewer reports fewer)."""
+  return hashlib.sha256(json.dumps(
+      {'config': dict(dataclasses.asdict(config), num_iterations=None, num_threads=None),
+       'bags': bags.key, 'pairs': problem.pairs, 'version': mil_state.VERSION,
+       'area_model': area_model.to_dict() if area_model else None,
+       'clicks': {f'{p[0]}/{p[1]}': v.round(3).tolist() for p, v in problem.clicks.items()}},
+      sort_keys=True).encode()).hexdigest()
+
+
+def _image_cues(bag, problem, rows, area_model, config):
+  """The click cues of an image's pairs: lists (one per row) of cue float32 [P], init center
+  or None, split bool, and the cue-only score O x cue (None for pairs without clicks)."""
+  o = normalize_per_image(bag.objectness, config.normalization)
+  cues, centers, splits, cue_only = [], [], [], []
+  for i in rows:
+    cue, center, split = pair_cue(bag.boxes, o, problem.clicks[problem.pairs[i]], area_model,
+                                  config)
+    cues.append(cue)
+    centers.append(center)
+    splits.append(split)
+    cue_only.append(((o if config.uses('objectness') else 1.0) * cue)
+                    if len(problem.clicks[problem.pairs[i]]) else None)
+  return cues, centers, splits, cue_only
+
+
+def _near_misses(collected, num_classes, dim):
   """[(class, fold, features [n, D])] -> list over classes of (features [M, D], folds [M])."""
   result = []
   for c in range(num_classes):
@@ -441,266 +414,272 @@ def _collect_near_misses(collected, num_classes, dim):
   return result
 
 
-def update_negatives(pool, candidates, w, b, config):
-  """Keeps the hardest negatives of `pool` + `candidates` under model (w, b), at most
-  `max_negatives`, dropping those scoring below `hard_margin` (easy negatives) unless the pool
-  would fall below 10 % of the cap."""
-  merged = np.concatenate([pool, candidates]) if len(candidates) else pool
-  scores = merged @ w + b
-  order = np.argsort(-scores, kind='stable')
-  hard = int((scores > config.hard_margin).sum())
-  keep = min(max(hard, config.max_negatives // 10), config.max_negatives, len(merged))
-  return merged[order[:keep]]
+def _random_negatives(bag, problem, config):
+  """A seeded random sample of an image's proposals with random priorities: (indices, keys
+  int64 [n, 2], priorities float [n]). Seeded per image, so the sample does not depend on which
+  other images are in the run or in what order they are read."""
+  number = problem.image_number[bag.image_id]
+  rng = np.random.default_rng([config.seed, number])
+  take = np.sort(rng.choice(len(bag.boxes), min(config.negatives_per_image, len(bag.boxes)),
+                            replace=False))
+  keys = np.stack([np.full(len(take), number), take], axis=1).astype(np.int64)
+  return take, keys, rng.random(len(take))
 
 
-# ---------------------------------------------------------------------------------------------
-# The learner.
+def initialise(problem, bags, area_model, config, fingerprint, log=print, progress=None):
+  """The first pass over the images: initial selections, cue-only choices, first negatives.
 
-
-def _state_path(workdir):
-  return os.path.join(workdir, 'mil_checkpoint.npz')
-
-
-def _save_state(workdir, state):
-  os.makedirs(workdir, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=workdir, suffix='.tmp')
-  with os.fdopen(fd, 'wb') as f:
-    np.savez(f, **state)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, _state_path(workdir))
-
-
-def _load_state(workdir, fingerprint):
-  path = _state_path(workdir)
-  if not os.path.exists(path):
-    return None
-  try:
-    with np.load(path, allow_pickle=False) as data:
-      state = {k: data[k] for k in data.files}
-  except (OSError, ValueError, EOFError):
-    return None  # A damaged checkpoint only costs recomputation.
-  if str(state.get('fingerprint')) != fingerprint:
-    return None
+  Returns:
+    `mil_state.MilState` at iteration 0.
+  """
+  n = len(problem.pairs)
+  selected_index = np.zeros(n, np.int64)
+  selected_boxes = np.zeros((n, 4), np.float32)
+  cue_only_boxes = np.zeros((n, 4), np.float32)
+  split = np.zeros(n, bool)
+  selected_features = None
+  pools = [None] * problem.num_classes
+  background = None
+  near_collected = []
+  rng = np.random.default_rng(config.seed)
+  bar = progress(len(bags.image_ids), 'mil initialisation') if progress else None
+  for bag in bags:
+    record = problem.records[problem.image_number[bag.image_id]]
+    rows = problem.rows_of(bag.image_id)
+    cues, centers, splits, _ = _image_cues(bag, problem, rows, area_model, config)
+    o = normalize_per_image(bag.objectness, config.normalization)
+    if selected_features is None:
+      dim = bag.features.shape[1]
+      selected_features = np.zeros((n, dim), np.float32)
+      pools = [appearance.KeyedPool(dim, config.max_negatives)
+               for _ in range(problem.num_classes)]
+      if config.trainer == 'lda':
+        background = appearance.KeyedPool(dim, 4 * config.max_negatives)
+    for i, cue, center, is_split in zip(rows, cues, centers, splits):
+      cue_only = int(np.argmax((o if config.uses('objectness') else 1.0) * cue))
+      cue_only_boxes[i] = bag.boxes[cue_only]
+      split[i] = is_split
+      if config.init == 'cues' or not config.uses('appearance'):
+        # (Without the appearance model nothing is learned: the answer is the cue-only choice.)
+        selected_index[i] = cue_only
+      else:
+        selected_index[i] = initial_box_index(bag.boxes, record['height'], record['width'],
+                                              center if config.uses('click_init') else None)
+      selected_boxes[i] = bag.boxes[selected_index[i]]
+      selected_features[i] = bag.features[selected_index[i]]
+      if config.near_miss_negatives and config.init == 'cues':
+        # (The paper's whole-image start has no near misses worth the name.)
+        near = near_miss_indices(bag.boxes, selected_index[i], config.near_miss_negatives, rng)
+        near_collected.append((int(problem.pair_class[i]), problem.folds[bag.image_id],
+                               bag.features[near]))
+    # A random sample of each image's proposals: negatives of the classes it lacks.
+    take, keys, priorities = _random_negatives(bag, problem, config)
+    for c in np.setdiff1d(np.arange(problem.num_classes), problem.labels[bag.image_id]):
+      pools[c].add(bag.features[take], keys, -priorities)
+    if background is not None:
+      background.add(bag.features[take], keys, -priorities)
+    if bar:
+      bar.update(1)
+  if bar:
+    bar.close()
+  if selected_features is None:
+    raise ValueError('no images to localise')
+  dim = selected_features.shape[1]
+  classes_with_pairs = set(problem.pair_class.tolist())
+  zero = np.array([c for c in sorted(classes_with_pairs) if not len(pools[c])], np.int64)
+  state = mil_state.MilState(
+      fingerprint=fingerprint, iteration=0, selected_index=selected_index,
+      selected_boxes=selected_boxes, selected_score=np.zeros(n, np.float32),
+      selected_iteration=np.zeros(n, np.int64), selected_features=selected_features,
+      split=split, cue_only_boxes=cue_only_boxes, history_index=selected_index[None],
+      history_boxes=selected_boxes[None], history_score=np.zeros((1, n), np.float32),
+      changes_per_iteration=np.zeros(1, np.int64), negatives=[p.state() for p in pools],
+      near_misses=(_near_misses(near_collected, problem.num_classes, dim)
+                   if config.near_miss_negatives else None),
+      zero_model_classes=zero)
+  if config.trainer == 'lda':
+    samples = background.rows()[0]
+    state.lda_precision = appearance.background_statistics(samples)
+    state.lda_negative_means = np.stack([
+        p.rows()[0].mean(axis=0) if len(p) else samples.mean(axis=0) for p in pools
+    ]).astype(np.float64)
   return state
 
 
-def run_mil(records, class_names, proposals, features, selected_clicks, config, workdir=None,
-            area_model=None, log=print, on_iteration=None):
+def _trainer(config, num_classes, state):
+  if config.trainer == 'lda':
+    return appearance.LdaTrainer(config.num_folds, num_classes, state.lda_precision,
+                                 state.lda_negative_means)
+  return appearance.SvmTrainer(config.num_folds, num_classes, c=config.svm_c,
+                               tol=config.svm_tol, num_threads=config.num_threads)
+
+
+def iterate(problem, bags, state, trainer, pools, area_model, config, iteration, progress=None):
+  """One MIL iteration: re-training, then re-localisation of every pair and hard-negative
+  mining in one pass over the images. Updates `state` and `pools` in place.
+
+  Returns:
+    number of selections that changed.
+  """
+  positives = appearance.Positives(
+      [state.selected_features[problem.pair_class == c] for c in range(problem.num_classes)],
+      [problem.pair_fold[problem.pair_class == c] for c in range(problem.num_classes)],
+      state.near_misses)
+  bar = progress(None, f'mil iteration {iteration}: training', 'model') if progress else None
+  models = trainer.fit(positives, pools,
+                       progress=(lambda done, total: bar.update(1, total)) if bar else None)
+  if bar:
+    bar.close()
+  mining = trainer.uses_mined_negatives
+  mean_models = models.mean()
+  if mining:
+    appearance.mine_hard_negatives(pools, mean_models, config.hard_margin, begin=True)
+  new_index = state.selected_index.copy()
+  new_boxes = state.selected_boxes.copy()
+  new_score = state.selected_score.copy()
+  new_features = state.selected_features.copy()
+  near_collected = []
+  near_rng = np.random.default_rng([config.seed, iteration])
+  bar = (progress(len(bags.image_ids), f'mil iteration {iteration}: re-localisation')
+         if progress else None)
+  for bag in bags:
+    rows = problem.rows_of(bag.image_id)
+    fold = problem.folds[bag.image_id]
+    if rows:
+      cues, _, _, cue_only = _image_cues(bag, problem, rows, area_model, config)
+      chosen = relocalize_image(bag, problem.labels[bag.image_id], fold, cues, models, config,
+                                cue_only)
+      for i, (index, score) in zip(rows, chosen):
+        new_index[i], new_score[i] = index, score
+        new_boxes[i], new_features[i] = bag.boxes[index], bag.features[index]
+        if config.near_miss_negatives:
+          near = near_miss_indices(bag.boxes, index, config.near_miss_negatives, near_rng)
+          near_collected.append((int(problem.pair_class[i]), fold, bag.features[near]))
+    absent = np.setdiff1d(np.arange(problem.num_classes), problem.labels[bag.image_id])
+    if mining and len(absent):
+      scores = mean_models.scores(bag, 0, absent)
+      number = problem.image_number[bag.image_id]
+      for column, c in enumerate(absent):
+        hard = appearance.hardest_per_image(scores[:, column], config.hard_margin)
+        if len(hard):
+          keys = np.stack([np.full(len(hard), number), hard], axis=1)
+          pools[c].add(bag.features[hard], keys, scores[hard, column])
+    if bar:
+      bar.update(1)
+  if bar:
+    bar.close()
+  if mining:
+    appearance.mine_hard_negatives(pools, mean_models, config.hard_margin, begin=False)
+  if config.near_miss_negatives:
+    state.near_misses = _near_misses(near_collected, problem.num_classes,
+                                     state.selected_features.shape[1])
+  changed = state.record_iteration(iteration, new_index, new_boxes, new_score, new_features)
+  state.negatives = [p.state() for p in pools]
+  return changed
+
+
+def run_mil(records, class_names, bags, selected_clicks, config, workdir=None, area_model=None,
+            log=print, on_iteration=None, progress=None):
   """Localises every positive (image, class) pair.
 
   Args:
     records: list of record dicts (ground truth is used ONLY to report CorLoc).
     class_names: list of str.
-    proposals, features: filled `cache.ShardedCache`s covering `records`.
+    bags: a bag source over `records` (`bags.TrunkMapBags`, `bags.RoiFeatureBags`).
     selected_clicks: dict `(image_id, class_index)` -> float32 [C, 2] `(y, x)` clicks (C = 0, 1 or
-      2 for every pair).
+      2 for every pair; a missing pair has none).
     config: MilConfig.
     workdir: folder for the checkpoint (None: no checkpoint, no resume).
     area_model: `cues.AreaModel` for two clicks (needed when `box_area` is on and C = 2).
     log: callable taking one str.
     on_iteration: optional callable(iteration, info dict with `corloc` and `changes`) after each
       iteration (the driver writes TensorBoard summaries with it).
+    progress: optional `progress.Progress`-like factory `(total, description) -> bar`.
   Returns:
-    dict with `selections` (pair -> dict(box float32 [4], index, score, iteration)),
-    `corloc_per_iteration` (list, index 0 = initialisation), `changes_per_iteration`,
-    `corloc_cue_only` (S = O x cue, no appearance model), `num_split_pairs`, `timings_s`.
+    dict with `selections` (pair -> dict(box float32 [4], index, score, iteration, split)),
+    `corloc` (mean over classes), `corloc_pooled`, their `_non_difficult` variants,
+    `corloc_per_class`, `corloc_per_iteration` and `corloc_pooled_per_iteration` (index 0 =
+    initialisation), `changes_per_iteration`, `corloc_cue_only` (S = O x cue, no appearance
+    model) and `corloc_cue_only_pooled`, `num_iterations`, `num_split_pairs`,
+    `classes_without_negatives`, `timings_s`.
   """
-  num_classes = len(class_names)
-  by_id = {r['image_id']: r for r in records}
-  pairs = [(r['image_id'], int(c)) for r in records for c in r['image_labels']]
-  pair_index = {pair: i for i, pair in enumerate(pairs)}
-  folds = assign_folds(list(by_id), config.num_folds, config.seed)
-  pair_class = np.array([c for _, c in pairs], np.int64)
-  pair_fold = np.array([folds[i] for i, _ in pairs], np.int64)
-  rng = np.random.default_rng(config.seed)
-  timings = {'init': 0.0, 'train': 0.0, 'relocalize': 0.0}
-  fingerprint = hashlib.sha256(json.dumps(
-      # num_iterations is left out: a rerun asking for more iterations continues the old run.
-      {'config': dict(dataclasses.asdict(config), num_iterations=None),
-       'proposals': proposals.key,
-       'features': features.key, 'pairs': pairs, 'version': CHECKPOINT_VERSION,
-       'area_model': area_model.to_dict() if area_model else None,
-       'clicks': {f'{p[0]}/{p[1]}': np.asarray(v).round(3).tolist()
-                  for p, v in sorted(selected_clicks.items())}},
-      sort_keys=True).encode()).hexdigest()
-
-  # --- initialisation pass: cues of every pair, initial selections, first negative pools. ---
+  problem = _Problem.build(records, class_names, selected_clicks, config)
+  fingerprint = _fingerprint(problem, bags, config, area_model)
+  timings = {'init': 0.0, 'train_and_relocalize': 0.0}
   start = time.time()
-  pair_cues = [None] * len(pairs)
-  cue_only_index = np.zeros(len(pairs), np.int64)
-  selected_index = np.zeros(len(pairs), np.int64)
-  selected_features = None
-  split = np.zeros(len(pairs), bool)
-  pair_has_clicks = np.zeros(len(pairs), bool)
-  pair_boxes = [None] * len(pairs)
-  negative_samples, negative_labels = [], []
-  near_collected = []
-  for image_id, boxes, objectness, feats in iter_bags(proposals, features):
-    record = by_id[image_id]
-    o = normalize_per_image(objectness, config.normalization)
-    for c in record['image_labels']:
-      i = pair_index[(image_id, int(c))]
-      clicks = np.asarray(selected_clicks.get((image_id, int(c)), np.zeros((0, 2))), np.float32)
-      cue, center, split[i] = pair_cue(boxes, o, clicks, area_model, config)
-      pair_has_clicks[i] = len(clicks) > 0
-      pair_cues[i] = cue
-      pair_boxes[i] = boxes
-      cue_only_index[i] = int(np.argmax((o if config.uses('objectness') else 1.0) * cue))
-      if config.init == 'cues' or not config.uses('appearance'):
-        # (Without the appearance model nothing is learned: the answer is the cue-only choice.)
-        selected_index[i] = cue_only_index[i]
-      else:
-        selected_index[i] = initial_box_index(boxes, record['height'], record['width'],
-                                              center if config.uses('click_init') else None)
-      if selected_features is None:
-        selected_features = np.zeros((len(pairs), feats.shape[1]), np.float32)
-      selected_features[i] = feats[selected_index[i]]
-      if config.near_miss_negatives and config.init == 'cues':
-        # (The paper's whole-image start has no near misses worth the name.)
-        near = near_miss_indices(boxes, selected_index[i], config.near_miss_negatives, rng)
-        near_collected.append((int(c), folds[image_id], feats[near]))
-    # A random sample of each image's proposals; used as negatives of the classes it lacks.
-    take = rng.choice(len(feats), min(config.negatives_per_image, len(feats)), replace=False)
-    negative_samples.append(feats[take])
-    labels = np.zeros(num_classes, bool)
-    labels[record['image_labels']] = True
-    negative_labels.append(np.repeat(labels[None], len(take), axis=0))
-  dim = selected_features.shape[1]
-  negative_samples = np.concatenate(negative_samples)
-  negative_labels = np.concatenate(negative_labels)
-  negatives = [negative_samples[~negative_labels[:, c]] for c in range(num_classes)]
-  near_misses = (_collect_near_misses(near_collected, num_classes, dim)
-                 if config.near_miss_negatives else None)
-  if config.trainer == 'lda':
-    precision = background_statistics(negative_samples)
-    negative_means = np.stack([n.mean(axis=0) if len(n) else negative_samples.mean(axis=0)
-                               for n in negatives]).astype(np.float64)
-  timings['init'] += time.time() - start
+  state = mil_state.MilState.load(workdir, fingerprint, log) if workdir else None
+  if state is None:
+    state = initialise(problem, bags, area_model, config, fingerprint, log, progress)
+    if workdir:
+      state.save(workdir)
+  else:
+    log(f'mil: resumed after iteration {state.iteration} from '
+        f'{os.path.join(workdir, mil_state.FILE_NAME)}')
+  timings['init'] = time.time() - start
+  zero_names = [problem.class_names[c] for c in state.zero_model_classes]
+  if zero_names and config.uses('appearance'):
+    log(f'mil: warning: no negative images for {", ".join(zero_names)}: '
+        + ('their appearance models are zero (A is flat; the cues and O decide)'
+           if config.trainer == 'svm' else 'LDA contrasts them with all images instead'))
+  cue_only = problem.corloc(state.cue_only_boxes)
+  log(f'mil: {len(problem.pairs)} pairs, {config.num_folds} folds, '
+      f'{state.selected_features.shape[1]}-d features; {int(state.split.sum())} two-click pairs '
+      f'split; CorLoc cue-only {cue_only["corloc"]:.3f}, initialisation '
+      f'{problem.corloc(state.history_boxes[0])["corloc"]:.3f} (class means)')
 
-  def corloc_of(indices):
-    localizations = {pair: pair_boxes[i][indices[i]] for pair, i in pair_index.items()}
-    return evaluation.corloc(records, localizations, num_classes)
-
-  corloc_per_iteration = [corloc_of(selected_index)['corloc']]
-  corloc_cue_only = corloc_of(cue_only_index)
-  changes_per_iteration = [0]
-  selected_score = np.zeros(len(pairs), np.float32)
-  selected_iteration = np.zeros(len(pairs), np.int64)
-  log(f'mil: {len(pairs)} pairs, {config.num_folds} folds, {dim}-d features; '
-      f'{int(split.sum())} two-click pairs split; CorLoc cue-only {corloc_cue_only["corloc"]:.3f}, '
-      f'initialisation {corloc_per_iteration[0]:.3f}')
-
-  first_iteration = 1
-  state = _load_state(workdir, fingerprint) if workdir else None
-  if state is not None:
-    selected_index = state['selected_index']
-    selected_features = state['selected_features']
-    selected_score = state['selected_score']
-    selected_iteration = state['selected_iteration']
-    negatives = [state[f'negatives_{c}'] for c in range(num_classes)]
-    if near_misses is not None:
-      near_misses = [(state[f'near_miss_{c}'], state[f'near_miss_folds_{c}'])
-                     for c in range(num_classes)]
-    corloc_per_iteration = list(state['corloc_per_iteration'])
-    changes_per_iteration = list(state['changes_per_iteration'])
-    first_iteration = int(state['iteration']) + 1
-    log(f'mil: resumed after iteration {first_iteration - 1} from {_state_path(workdir)}')
-
-  # --- the MIL loop ---
-  for iteration in range(first_iteration, config.num_iterations + 1):
+  trainer = _trainer(config, problem.num_classes, state)
+  pools = [appearance.KeyedPool.from_state(p, config.max_negatives) for p in state.negatives]
+  start = time.time()
+  for iteration in range(state.iteration + 1, config.num_iterations + 1):
     if not config.uses('appearance'):
       break  # Cue-only: nothing to learn.
-    if iteration > 1 and changes_per_iteration[-1] == 0:
+    if iteration > 1 and state.changes_per_iteration[-1] == 0:
       break  # Converged.
-    # Re-training.
-    start = time.time()
-    positive_features = [selected_features[pair_class == c] for c in range(num_classes)]
-    positive_folds = [pair_fold[pair_class == c] for c in range(num_classes)]
-    if config.trainer == 'lda':
-      weights, biases = train_lda(positive_features, positive_folds, negative_means, precision,
-                                  num_classes, dim, config, near_misses)
-    else:
-      weights, biases = train_models(positive_features, positive_folds, negatives, num_classes,
-                                     dim, config, iteration, near_misses)
-    mean_w, mean_b = weights.mean(axis=0), biases.mean(axis=0)
-    timings['train'] += time.time() - start
-
-    # Re-localisation of every positive pair (fold-held-out model) and hard-negative mining.
-    start = time.time()
-    new_index = selected_index.copy()
-    new_features = selected_features.copy()
-    candidates = [[] for _ in range(num_classes)]
-    near_collected = []
-    near_rng = np.random.default_rng([config.seed, iteration])
-    for image_id, boxes, objectness, feats in iter_bags(proposals, features):
-      record = by_id[image_id]
-      o = (normalize_per_image(objectness, config.normalization) if config.uses('objectness')
-           else None)
-      fold = folds[image_id]
-      for c in record['image_labels']:
-        i = pair_index[(image_id, int(c))]
-        a = normalize_per_image(feats @ weights[fold, c] + biases[fold, c], config.normalization)
-        s_ap = appearance_objectness(a, o, config)
-        score = s_ap * pair_cues[i]
-        if config.rerank_top and pair_has_clicks[i]:
-          cue_only = (o if o is not None else 1.0) * pair_cues[i]
-          outside = np.argsort(-cue_only, kind='stable')[config.rerank_top:]
-          score[outside] = -1.0
-        new_index[i] = int(np.argmax(score))
-        new_features[i] = feats[new_index[i]]
-        selected_score[i] = score[new_index[i]]
-        if config.near_miss_negatives:
-          near = near_miss_indices(boxes, new_index[i], config.near_miss_negatives, near_rng)
-          near_collected.append((int(c), fold, feats[near]))
-      absent = np.setdiff1d(np.arange(num_classes), record['image_labels'])
-      if len(absent) and config.trainer == 'svm':  # LDA has no use for mined negatives.
-        scores = feats @ mean_w[absent].T + mean_b[absent]
-        for column, c in enumerate(absent):
-          hard = scores[:, column] > config.hard_margin
-          if hard.any():
-            # At most the 50 hardest per image, so one cluttered image does not fill the pool.
-            top = np.argsort(-scores[:, column])[:min(int(hard.sum()), 50)]
-            candidates[c].append(feats[top])
-    for c in range(num_classes):
-      if candidates[c]:
-        negatives[c] = update_negatives(negatives[c], np.concatenate(candidates[c]), mean_w[c],
-                                        mean_b[c], config)
-    if config.near_miss_negatives:
-      near_misses = _collect_near_misses(near_collected, num_classes, dim)
-    timings['relocalize'] += time.time() - start
-
-    changed = int((new_index != selected_index).sum())
-    selected_iteration[new_index != selected_index] = iteration
-    selected_index, selected_features = new_index, new_features
-    corloc_per_iteration.append(corloc_of(selected_index)['corloc'])
-    changes_per_iteration.append(changed)
-    log(f'mil: iteration {iteration}: CorLoc {corloc_per_iteration[-1]:.3f}, {changed} '
-        f'selections changed, negatives per class {int(np.mean([len(n) for n in negatives]))}')
+    changed = iterate(problem, bags, state, trainer, pools, area_model, config, iteration,
+                      progress)
     if workdir:
-      state = {'fingerprint': np.array(fingerprint), 'iteration': np.array(iteration),
-               'selected_index': selected_index, 'selected_features': selected_features,
-               'selected_score': selected_score, 'selected_iteration': selected_iteration,
-               'corloc_per_iteration': np.array(corloc_per_iteration),
-               'changes_per_iteration': np.array(changes_per_iteration)}
-      state.update({f'negatives_{c}': negatives[c] for c in range(num_classes)})
-      if near_misses is not None:
-        state.update({f'near_miss_{c}': near_misses[c][0] for c in range(num_classes)})
-        state.update({f'near_miss_folds_{c}': near_misses[c][1] for c in range(num_classes)})
-      _save_state(workdir, state)
+      state.save(workdir)
+    corloc = problem.corloc(state.selected_boxes)
+    log(f'mil: iteration {iteration}: CorLoc {corloc["corloc"]:.3f} (pooled '
+        f'{corloc["corloc_pooled"]:.3f}), {changed} of {len(problem.pairs)} selections changed, '
+        f'negatives per class {int(np.mean([len(p) for p in pools]))}')
     if on_iteration is not None:
-      on_iteration(iteration, {'corloc': corloc_per_iteration[-1], 'changes': changed})
+      on_iteration(iteration, {'corloc': corloc['corloc'], 'changes': changed})
+  timings['train_and_relocalize'] = time.time() - start
+  return _result(problem, state, min(config.num_iterations, state.iteration), cue_only,
+                 timings)
 
-  final = corloc_of(selected_index)
-  selections = {pair: {'box': pair_boxes[i][selected_index[i]], 'index': int(selected_index[i]),
-                       'score': float(selected_score[i]),
-                       'iteration': int(selected_iteration[i]), 'split': bool(split[i])}
-                for pair, i in pair_index.items()}
+
+def _result(problem, state, last, cue_only, timings):
+  """The results after iteration `last` (<= the iterations the state holds)."""
+  per_iteration = [problem.corloc(state.history_boxes[t]) for t in range(last + 1)]
+  final = per_iteration[-1]
+  selections = {pair: {'box': state.history_boxes[last, i],
+                       'index': int(state.history_index[last, i]),
+                       'score': float(state.history_score[last, i]),
+                       'iteration': int(_chosen_at(state.history_index[:last + 1, i])),
+                       'split': bool(state.split[i])}
+                for i, pair in enumerate(problem.pairs)}
   return {'selections': selections, 'corloc': final['corloc'],
+          'corloc_pooled': final['corloc_pooled'],
           'corloc_non_difficult': final['corloc_non_difficult'],
-          'corloc_per_class': final['per_class'],
-          'corloc_per_iteration': corloc_per_iteration,
-          'changes_per_iteration': changes_per_iteration,
-          'corloc_cue_only': corloc_cue_only['corloc'],
-          'corloc_cue_only_non_difficult': corloc_cue_only['corloc_non_difficult'],
-          'num_pairs': len(pairs), 'num_split_pairs': int(split.sum()), 'timings_s': timings}
+          'corloc_pooled_non_difficult': final['corloc_pooled_non_difficult'],
+          'corloc_per_class': dict(zip(problem.class_names, final['per_class'])),
+          'corloc_per_iteration': [r['corloc'] for r in per_iteration],
+          'corloc_pooled_per_iteration': [r['corloc_pooled'] for r in per_iteration],
+          'changes_per_iteration': [int(v) for v in state.changes_per_iteration[:last + 1]],
+          'corloc_cue_only': cue_only['corloc'],
+          'corloc_cue_only_pooled': cue_only['corloc_pooled'],
+          'corloc_cue_only_non_difficult': cue_only['corloc_non_difficult'],
+          'num_iterations': last, 'num_pairs': len(problem.pairs),
+          'num_split_pairs': int(state.split.sum()),
+          'classes_without_negatives': [problem.class_names[c] for c in state.zero_model_classes],
+          'timings_s': timings}
+
+
+def _chosen_at(history):
+  """The iteration since which the last entry of int [T + 1] `history` has not changed."""
+  t = len(history) - 1
+  while t > 0 and history[t - 1] == history[t]:
+    t -= 1
+  return t

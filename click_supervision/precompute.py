@@ -1,13 +1,20 @@
-"""The cached per-image stages: proposals and RoI features, filled shard by shard.
+"""The cached per-image stages: proposals and trunk feature maps, filled shard by shard.
 
 Both stages write a `cache.ShardedCache` under `--cache_dir`, so runs that differ only in click
 settings share them, a killed run resumes at the first unfinished shard, and `num_workers` /
 `worker_index` (`--num_shards` / `--shard_index`) let several machines or array jobs split the
 shards. Per image the caches hold:
 
-  proposals: boxes float32 [P, 4] pixels (`boxes` convention), scores float32 [P] (objectness O,
-             descending).
-  features:  features float16 [P, D], one row per proposal, in the proposals' order.
+  proposals:  boxes float32 [P, 4] pixels (`boxes` convention), scores float32 [P] (objectness
+              O, descending).
+  trunk_maps: map float16 [h, w, C], the trunk's feature map of the resized image;
+              factors float32 [4], image pixels -> resized pixels for `[ymin, xmin, ymax, xmax]`;
+              geometry float32 [2], the trunk's (feature_stride, feature_offset) in pixels.
+              Any box's RoI feature is pooled from these on demand (`features.MapPooler`,
+              `bags.TrunkMapBags`): about 0.3 MB per VOC photo at the 600 px default, where one
+              float16 row per proposal (2,000 x 2,880 values) took 11.5 MB.
+  features:   (legacy, `FeatureConfig.store='rois'`) features float16 [P, D], one row per
+              proposal, in the proposals' order.
 """
 
 import collections
@@ -23,6 +30,8 @@ from click_supervision.datasets import images as images_lib
 # Bump when the code that fills a cache changes its result; part of the cache keys.
 PROPOSALS_VERSION = 1
 FEATURES_VERSION = 1
+TRUNK_MAPS_VERSION = 1
+STORES = ('maps', 'rois')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +49,9 @@ class FeatureConfig:
     context_scale: 0 (off) or the factor by which boxes are enlarged for a second, context grid
       (`features.FeatureExtractor`; doubles the feature length).
     images_per_shard: images per cache shard (a shard is held in memory while written).
+    store: what the cache holds: `maps` (the trunk's feature map per image, RoI features pooled
+      on demand; the default) or `rois` (one float16 feature row per proposal, 40x the disk;
+      kept to compare against, BUILD_NOTES).
   """
   trunk: str = 'efficientnet_lite0'
   weights: str = 'imagenet'
@@ -48,6 +60,11 @@ class FeatureConfig:
   pool_size: int = 3
   context_scale: float = 0.0
   images_per_shard: int = 16
+  store: str = 'maps'
+
+  def __post_init__(self):
+    if self.store not in STORES:
+      raise ValueError(f'unknown feature store {self.store!r}; choices are {STORES}')
 
 
 def image_files(dataset):
@@ -66,9 +83,20 @@ def features_cache(dataset, feature_config, proposals, cache_dir):
   params = dict(dataclasses.asdict(feature_config), proposals_key=proposals.key,
                 version=FEATURES_VERSION)
   params.pop('images_per_shard')  # Passed separately; ShardedCache adds it to the key.
+  params.pop('store')
   if not params['context_scale']:
     params.pop('context_scale')  # Keeps the keys of caches made before the option existed.
   return cache_lib.ShardedCache(cache_dir, 'features', params, image_files(dataset),
+                                feature_config.images_per_shard)
+
+
+def trunk_maps_cache(dataset, feature_config, cache_dir):
+  """The `ShardedCache` of trunk maps: it depends on the trunk and the image scale only, not on
+  the proposals or the RoI grid, so every proposal method and pool size shares it."""
+  params = {'trunk': feature_config.trunk, 'weights': feature_config.weights,
+            'short_side': feature_config.short_side,
+            'max_long_side': feature_config.max_long_side, 'version': TRUNK_MAPS_VERSION}
+  return cache_lib.ShardedCache(cache_dir, 'trunk_maps', params, image_files(dataset),
                                 feature_config.images_per_shard)
 
 
@@ -130,9 +158,53 @@ def compute_proposals(dataset, proposal_config, cache_dir, num_workers=1, worker
                  'sec_per_image': {k: v / count for k, v in timings.items()} if count else {}}
 
 
+def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker_index=0,
+                       log=print, trunk=None):
+  """Fills the trunk-map cache for this worker's shards (the `features` stage's default store).
+
+  Args:
+    dataset: `records.Dataset`.
+    feature_config: `FeatureConfig`.
+    cache_dir: the shared cache folder.
+    num_workers, worker_index: this worker's slice of the shards.
+    log: callable taking one str.
+    trunk: optional prebuilt trunk (default: `backbones.build_trunk` from the config).
+  Returns:
+    (cache, info) as `compute_proposals`; info also has `bytes_per_image` of the whole cache.
+  """
+  # pylint: disable=g-import-not-at-top
+  from click_supervision import backbones
+  from click_supervision import features as features_lib
+  cache = trunk_maps_cache(dataset, feature_config, cache_dir)
+  info = {'images_computed': 0, 'sec_per_image': {}}
+  if cache.missing_shards(num_workers, worker_index):
+    trunk = trunk or backbones.build_trunk(feature_config.trunk, feature_config.weights,
+                                           cache_dir=cache_dir)
+    extractor = features_lib.FeatureExtractor(
+        trunk, pool_size=feature_config.pool_size, short_side=feature_config.short_side or None,
+        max_long_side=feature_config.max_long_side)
+    geometry = np.array([trunk.feature_stride, trunk.feature_offset], np.float32)
+
+    def compute_image(record):
+      start = time.perf_counter()
+      image = images_lib.load_image(record['path'])
+      load_seconds = time.perf_counter() - start
+      feature_map, factors, timings = extractor.trunk_map(image)
+      timings['load'] = load_seconds
+      return {'map': feature_map.astype(np.float16), 'factors': factors,
+              'geometry': geometry}, timings
+
+    count, timings = _fill(cache, compute_image, dataset.by_id(), num_workers, worker_index,
+                           'features', log)
+    info = {'images_computed': count,
+            'sec_per_image': {k: v / count for k, v in timings.items()} if count else {}}
+  info['bytes_per_image'] = cache.size_bytes() / max(1, len(cache.image_ids))
+  return cache, info
+
+
 def compute_features(dataset, feature_config, proposals, cache_dir, num_workers=1,
                      worker_index=0, log=print, trunk=None):
-  """Fills the RoI features cache for this worker's shards.
+  """Fills the legacy per-proposal RoI features cache (`store='rois'`) for this worker's shards.
 
   Args:
     dataset: `records.Dataset`.

@@ -3,6 +3,7 @@ to `click_supervision.config.Config`)."""
 
 from absl import flags
 
+from click_supervision import area_fit
 from click_supervision import backbones
 from click_supervision import clicks as clicks_lib
 from click_supervision import config as config_lib
@@ -44,7 +45,8 @@ CLICK_NOISE = flags.DEFINE_float('click_noise', _CLICKS.noise, 'Simulated click 
 CLICK_INSTANCE = flags.DEFINE_enum('click_instance', _CLICKS.instance,
                                    list(clicks_lib.INSTANCE_CHOICES), 'Instance a simulated '
                                    'annotator clicks: uniform, area (proportional), largest.')
-SEED = flags.DEFINE_integer('seed', _CLICKS.seed, 'Seed of the click simulator and the run.')
+SEED = flags.DEFINE_integer('seed', _CLICKS.seed, 'Seed of the click simulator (MIL has '
+                            '--mil_seed).', lower_bound=0)
 USE_FLAGGED_CLICKS = flags.DEFINE_bool('use_flagged_clicks', _CLICKS.use_flagged, 'Also use clicks '
                                        'of annotators flagged by quality control.')
 SECONDS_PER_CLICK = flags.DEFINE_float('seconds_per_click', _CLICKS.seconds_per_click,
@@ -68,6 +70,10 @@ FEATURE_SHORT_SIDE = flags.DEFINE_integer('feature_short_side', _FEATURES.short_
 FEATURE_POOL_SIZE = flags.DEFINE_integer('feature_pool_size', _FEATURES.pool_size,
                                          'RoI grid side: each proposal gives pool_size**2 x '
                                          'trunk channels values.', lower_bound=1)
+FEATURE_STORE = flags.DEFINE_enum('feature_store', _FEATURES.store, list(precompute.STORES),
+                                  'What the features cache holds: maps (trunk feature maps, RoI '
+                                  'features pooled on demand) or rois (one row per proposal, '
+                                  '40x the disk; for comparisons).')
 FEATURE_CONTEXT_SCALE = flags.DEFINE_float('feature_context_scale', _FEATURES.context_scale,
                                            '0 (off), or also pool each proposal enlarged this '
                                            'many times about its center (doubles the length).',
@@ -117,8 +123,11 @@ NEAR_MISS_NEGATIVES = flags.DEFINE_integer(
     lower_bound=0)
 SVM_C = flags.DEFINE_float('svm_c', _MIL.svm_c, 'C of the linear SVMs.', lower_bound=0.0)
 SVM_TOL = flags.DEFINE_float('svm_tol', _MIL.svm_tol, 'Stopping tolerance of the linear SVMs '
-                             '(liblinear\'s dual gap).', lower_bound=0.0)
-AREA_FIT_DATA = flags.DEFINE_string('area_fit_data', 'synthetic', 'Data with boxes on which mu(d) '
-                                    'of the box-area cue is fitted for simulated clicks: '
-                                    '"synthetic" (another seed) or a --dataset value; never the '
-                                    'localised images.')
+                             '(liblinear\'s primal solver).', lower_bound=0.0)
+MIL_SEED = flags.DEFINE_integer('mil_seed', _MIL.seed, 'Seed of MIL\'s folds and negative '
+                                'sampling (apart from --seed, so click noise and MIL variance '
+                                'can be told apart).', lower_bound=0)
+AREA_FIT_DATA = flags.DEFINE_string('area_fit_data', config_lib.Config.area_fit_data,
+                                    'Where mu(d) of the box-area cue is fitted for simulated '
+                                    f'clicks: {area_fit.CHOICES_HELP}; never the localised '
+                                    'images.')

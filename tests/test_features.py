@@ -132,7 +132,7 @@ def test_extractor_shapes_and_scaling_consistency():
   direct = native.__class__(trunk, short_side=None)
   # 82 columns are padded to 84 (a multiple of the stride 4) by repeating the last column.
   padded = features._pad_replicate(tf.constant(big[None]), 0, 2)
-  direct_feats = direct._pool(direct._forward(padded), boxes * [2, 82 / 41, 2, 82 / 41])
+  direct_feats = direct.pooler._pool(direct._forward(padded), boxes * [2, 82 / 41, 2, 82 / 41])
   np.testing.assert_allclose(upsampled(image, boxes)[0], direct_feats.numpy(), rtol=1e-4,
                              atol=1e-4)
 

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from click_supervision import bags as bags_lib
+from click_supervision import features as features_lib
 from click_supervision import precompute
 from click_supervision import proposals as proposals_lib
 from click_supervision.datasets import records as records_lib
@@ -102,4 +104,40 @@ def test_workers_split_shards_and_features_follow(tmp_path):
   other = precompute.proposals_cache(dataset, proposals_lib.ProposalConfig(max_boxes=5), root)
   assert precompute.features_cache(dataset, feature_config, other, root).dir != features.dir
   _, info = precompute.compute_features(dataset, feature_config, cache, root, trunk=tiny_trunk())
+  assert info['images_computed'] == 0
+
+
+def test_trunk_maps_give_the_features_of_the_trunk_run_directly(tmp_path):
+  dataset = tiny_dataset(tmp_path)
+  root = str(tmp_path / 'c')
+  proposals, _ = precompute.compute_proposals(dataset, CONFIG, root, generator=FakeGenerator(),
+                                              images_per_shard=3)
+  trunk = tiny_trunk()
+  # Upsampling by 1.25-1.6 (short side 40) so the box scaling is exercised too.
+  config = precompute.FeatureConfig(short_side=40, images_per_shard=2, pool_size=2)
+  maps, info = precompute.compute_trunk_maps(dataset, config, root, trunk=trunk)
+  assert info['images_computed'] == 7 and maps.num_shards == 4
+  # The cache holds per image the map, not one row per proposal.
+  assert 0 < info['bytes_per_image'] < 40 * 54 * 3 * 2 + 2000
+  bags = bags_lib.TrunkMapBags(dataset.records, proposals, maps, pool_size=2)
+  extractor = features_lib.FeatureExtractor(trunk, pool_size=2, short_side=40)
+  boxes_by_id = dict(proposals.iter_images())
+  for bag in bags:
+    record = dataset.by_id()[bag.image_id]
+    image = np.asarray(Image.open(record['path']).convert('RGB'))
+    direct, _ = extractor(image, boxes_by_id[bag.image_id]['boxes'])
+    # The whole-image box is already the first proposal: nothing is appended.
+    np.testing.assert_array_equal(bag.boxes, boxes_by_id[bag.image_id]['boxes'])
+    # Equal up to the float16 rounding of the stored map.
+    np.testing.assert_allclose(bag.features, bags_lib.l2_normalize(direct), atol=2e-3)
+    # Exactly equal to pooling the trunk's map rounded to float16 the same way.
+    feature_map, factors, _ = extractor.trunk_map(image)
+    rounded = extractor.pool(feature_map.astype(np.float16),
+                             boxes_by_id[bag.image_id]['boxes'] * factors)
+    np.testing.assert_array_equal(bag.features, bags_lib.l2_normalize(rounded))
+  # The maps do not depend on the proposals: other proposals reuse the same cache.
+  other = precompute.proposals_cache(dataset, proposals_lib.ProposalConfig(max_boxes=5), root)
+  assert precompute.trunk_maps_cache(dataset, config, root).dir == maps.dir
+  assert other.dir != proposals.dir
+  _, info = precompute.compute_trunk_maps(dataset, config, root, trunk=trunk)
   assert info['images_computed'] == 0

@@ -1,0 +1,319 @@
+"""Appearance models of the MIL learner: the trainers (SVM, LDA), the models they give, and the
+bounded negative pools they train against.
+
+One interface, so re-localisation does not care what scores the boxes:
+
+  trainer.fit(positives, negatives, iteration) -> scorer
+  scorer.scores(bag, fold, classes)            -> float32 [P, len(classes)] raw scores
+
+`LinearModels` is the scorer of both trainers (one linear model per (fold, class)); the detector
+of the deep stage is one more scorer with the same `scores` method.
+
+Negatives are keyed by `(image number, proposal index)`, so a proposal enters a class's pool at
+most once however often it is mined, and every pool holds at most `capacity` rows: memory is
+bounded by the pools, not by the number of images.
+"""
+
+import concurrent.futures
+import dataclasses
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
+
+
+@dataclasses.dataclass
+class LinearModels:
+  """One linear model per (fold, class): score = features @ w + b.
+
+  Attributes:
+    weights: float32 [K, C, D].
+    biases: float32 [K, C].
+  """
+  weights: np.ndarray
+  biases: np.ndarray
+
+  def scores(self, bag, fold, classes):
+    """Raw scores of every proposal of `bag` under fold `fold`'s models of `classes`.
+
+    Args:
+      bag: `bags.Bag` (uses `features` float32 [P, D]).
+      fold: int, the fold whose models score (0 for `mean()`).
+      classes: int sequence.
+    Returns:
+      float32 [P, len(classes)].
+    """
+    classes = np.asarray(classes, np.int64)
+    return bag.features @ self.weights[fold, classes].T + self.biases[fold, classes]
+
+  def mean(self):
+    """The average of the folds' models (K = 1): the model that mines hard negatives."""
+    return LinearModels(self.weights.mean(axis=0, keepdims=True),
+                        self.biases.mean(axis=0, keepdims=True))
+
+
+class KeyedPool:
+  """A bounded set of feature rows with unique keys, kept by score (highest first).
+
+  Args:
+    dim: feature length D.
+    capacity: most rows kept.
+  """
+
+  def __init__(self, dim, capacity):
+    self.capacity = int(capacity)
+    self.features = np.zeros((0, dim), np.float32)
+    self.keys = np.zeros((0, 2), np.int64)
+    self.scores = np.zeros(0, np.float64)
+    self._pending = []
+    self._pending_rows = 0
+
+  def __len__(self):
+    self._flush()
+    return len(self.keys)
+
+  def add(self, features, keys, scores):
+    """Offers rows; the pool keeps the `capacity` best-scoring distinct keys.
+
+    Args:
+      features: float32 [n, D].
+      keys: int64 [n, 2] `(image number, proposal index)`.
+      scores: float [n]; ties are broken by key, so the result does not depend on the order in
+        which images are offered.
+    """
+    if not len(keys):
+      return
+    self._pending.append((np.asarray(features, np.float32), np.asarray(keys, np.int64),
+                          np.asarray(scores, np.float64)))
+    self._pending_rows += len(keys)
+    if self._pending_rows > self.capacity:  # Compact in batches: memory stays O(capacity).
+      self._flush()
+
+  def _flush(self):
+    if not self._pending:
+      return
+    features = np.concatenate([self.features] + [p[0] for p in self._pending])
+    keys = np.concatenate([self.keys] + [p[1] for p in self._pending])
+    scores = np.concatenate([self.scores] + [p[2] for p in self._pending])
+    self._pending, self._pending_rows = [], 0
+    # Best score first, then by key; keep the first row of each key.
+    order = np.lexsort((keys[:, 1], keys[:, 0], -scores))
+    _, first = np.unique(keys[order], axis=0, return_index=True)
+    keep = order[np.sort(first)][:self.capacity]
+    self.features, self.keys, self.scores = features[keep], keys[keep], scores[keep]
+
+  def rows(self):
+    """(features float32 [M, D], keys int64 [M, 2], scores float64 [M]), best first."""
+    self._flush()
+    return self.features, self.keys, self.scores
+
+  def rescore(self, scores):
+    """Replaces the scores of the rows (in `rows()` order) and re-sorts."""
+    self._flush()
+    self.scores = np.asarray(scores, np.float64)
+    order = np.lexsort((self.keys[:, 1], self.keys[:, 0], -self.scores))
+    self.features, self.keys, self.scores = (self.features[order], self.keys[order],
+                                             self.scores[order])
+
+  def truncate(self, count):
+    self._flush()
+    self.features, self.keys, self.scores = (self.features[:count], self.keys[:count],
+                                             self.scores[:count])
+
+  def state(self):
+    self._flush()
+    return {'features': self.features, 'keys': self.keys, 'scores': self.scores}
+
+  @classmethod
+  def from_state(cls, state, capacity):
+    pool = cls(state['features'].shape[1], capacity)
+    pool.features = state['features'].astype(np.float32)
+    pool.keys = state['keys'].astype(np.int64)
+    pool.scores = state['scores'].astype(np.float64)
+    return pool
+
+
+def mine_hard_negatives(pools, mean_models, hard_margin, begin):
+  """Hard-negative mining of one iteration over the classes' pools.
+
+  Call with `begin=True` before offering the iteration's candidates (the pools' rows are
+  rescored under the new mean model and compete with the candidates), then offer candidates
+  with `KeyedPool.add` (scores under the same model), then call with `begin=False`: each pool
+  keeps its rows scoring above `hard_margin`, but at least 10 % of its capacity (the hardest).
+
+  Args:
+    pools: list over classes of `KeyedPool`.
+    mean_models: `LinearModels` with K = 1.
+    hard_margin: float.
+    begin: see above.
+  """
+  for c, pool in enumerate(pools):
+    features, _, _ = pool.rows()
+    if begin:
+      pool.rescore(features @ mean_models.weights[0, c] + mean_models.biases[0, c])
+    else:
+      _, _, scores = pool.rows()
+      hard = int((scores > hard_margin).sum())
+      pool.truncate(min(max(hard, pool.capacity // 10), pool.capacity))
+
+
+def hardest_per_image(scores, hard_margin, limit=50):
+  """Indices of one image's proposals scoring above `hard_margin` under a class's mean model,
+  the hardest first, at most `limit` (so one cluttered image does not fill the pool): int [n]."""
+  hard = np.flatnonzero(scores > hard_margin)
+  if len(hard) > limit:
+    hard = hard[np.argsort(-scores[hard], kind='stable')[:limit]]
+  return hard
+
+
+def outside_fold(folds, fold, num_folds):
+  """bool [N]: the rows a fold's model trains on (all rows with one fold)."""
+  folds = np.asarray(folds)
+  return folds != fold if num_folds > 1 else np.ones(len(folds), bool)
+
+
+@dataclasses.dataclass
+class Positives:
+  """The current selections' features, by class.
+
+  Attributes:
+    features: list over classes of float32 [N_c, D].
+    folds: list over classes of int [N_c], each positive's fold.
+    near_misses: optional list over classes of (features float32 [M, D], folds int [M]): extra
+      negatives from the positive images (`MilConfig.near_miss_negatives`), held out of their
+      own fold's model like the positives.
+  """
+  features: list
+  folds: list
+  near_misses: list | None = None
+
+
+def _fit_svm(positives, negatives, c, tol):
+  """One linear SVM (liblinear, squared hinge, balanced class weights): (w float32 [D], b).
+
+  The primal solver (`dual=False`, trust-region Newton) has no random coordinate order: the
+  dual solver's order comes from liblinear's process-wide C `rand()`, which SVMs trained in
+  parallel threads reseed and draw from at once, so identical runs differed by up to 2e-5 in
+  their scores. The primal solver gives the same optimum (the problem is strictly convex), is
+  deterministic in threads, and on MIL's shapes (about 5,000 rows of 2,880 values) is about 4x
+  faster (BUILD_NOTES).
+  """
+  x = np.concatenate([positives, negatives])
+  y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
+  svm = LinearSVC(C=c, class_weight='balanced', max_iter=2000, dual=False, tol=tol)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', ConvergenceWarning)
+    svm.fit(x, y)
+  return svm.coef_[0].astype(np.float32), float(svm.intercept_[0])
+
+
+class SvmTrainer:
+  """A linear SVM per (fold, class) against the class's pool of (hard) negatives (the paper).
+
+  Args:
+    num_folds: K.
+    num_classes: C.
+    c: SVM C (features are L2-normalised).
+    tol: solver tolerance.
+    num_threads: SVMs trained at once (liblinear releases the GIL).
+  """
+  uses_mined_negatives = True
+
+  def __init__(self, num_folds, num_classes, c=1.0, tol=1e-3, num_threads=2):
+    self.num_folds, self.num_classes = num_folds, num_classes
+    self.c, self.tol, self.num_threads = c, tol, num_threads
+
+  def fit(self, positives, negatives, progress=None):
+    """Trains every (fold, class) model.
+
+    Model (k, c) trains on class c's positives outside fold k (all of them with one fold)
+    against class c's negative pool (plus its near misses outside fold k).
+
+    Args:
+      positives: `Positives`.
+      negatives: list over classes of `KeyedPool`.
+      progress: optional callable(done, total) after each finished SVM.
+    Returns:
+      `LinearModels`; a (fold, class) without positives or negatives gets a zero model.
+    """
+    k = self.num_folds
+    dim = positives.features[0].shape[1]
+    weights = np.zeros((k, self.num_classes, dim), np.float32)
+    biases = np.zeros((k, self.num_classes), np.float32)
+    jobs = {}
+    with concurrent.futures.ThreadPoolExecutor(self.num_threads) as pool:
+      for c in range(self.num_classes):
+        pool_features = negatives[c].rows()[0]
+        for fold in range(k):
+          train = outside_fold(positives.folds[c], fold, k)
+          fold_negatives = pool_features
+          if positives.near_misses is not None and len(positives.near_misses[c][0]):
+            near = outside_fold(positives.near_misses[c][1], fold, k)
+            fold_negatives = np.concatenate([pool_features, positives.near_misses[c][0][near]])
+          if train.any() and len(fold_negatives):
+            jobs[(fold, c)] = pool.submit(_fit_svm, positives.features[c][train], fold_negatives,
+                                          self.c, self.tol)
+      for done, ((fold, c), job) in enumerate(jobs.items(), 1):
+        weights[fold, c], biases[fold, c] = job.result()
+        if progress:
+          progress(done, len(jobs))
+    return LinearModels(weights, biases)
+
+
+def background_statistics(samples):
+  """The shared background model of the LDA trainer.
+
+  Args:
+    samples: float32 [N, D] random proposals of all images.
+  Returns:
+    precision float64 [D, D]: the inverse of the Ledoit-Wolf shrunk covariance (shrinkage chosen
+    by the Ledoit-Wolf formula; with N of a few thousand and D in the thousands the raw
+    covariance is singular or nearly so).
+  """
+  from sklearn.covariance import LedoitWolf  # pylint: disable=g-import-not-at-top
+  return LedoitWolf().fit(samples.astype(np.float64)).precision_
+
+
+class LdaTrainer:
+  """Per-(fold, class) LDA in closed form with one shared background covariance (Hariharan et
+  al., ECCV 2012): w = P (mu_pos - mu_neg), b = -w . (mu_pos + mu_neg) / 2, P the background
+  precision and mu_neg the mean of the class's random negatives (averaged with the mean of its
+  near misses outside the fold, when there are any). No mining.
+
+  Args:
+    num_folds, num_classes: K and C.
+    precision: float64 [D, D] (`background_statistics`).
+    negative_means: float64 [C, D].
+  """
+  uses_mined_negatives = False
+
+  def __init__(self, num_folds, num_classes, precision, negative_means):
+    self.num_folds, self.num_classes = num_folds, num_classes
+    self.precision, self.negative_means = precision, negative_means
+
+  def fit(self, positives, negatives=None, progress=None):
+    """Same arguments and return as `SvmTrainer.fit` (`negatives` unused)."""
+    del negatives
+    k = self.num_folds
+    dim = positives.features[0].shape[1]
+    weights = np.zeros((k, self.num_classes, dim), np.float32)
+    biases = np.zeros((k, self.num_classes), np.float32)
+    for c in range(self.num_classes):
+      for fold in range(k):
+        train = outside_fold(positives.folds[c], fold, k)
+        if not train.any():
+          continue
+        mu_pos = positives.features[c][train].mean(axis=0).astype(np.float64)
+        mu_neg = self.negative_means[c]
+        if positives.near_misses is not None:
+          near_features, near_folds = positives.near_misses[c]
+          near = outside_fold(near_folds, fold, k)
+          if near.any():
+            mu_neg = (mu_neg + near_features[near].mean(axis=0)) / 2
+        w = self.precision @ (mu_pos - mu_neg)
+        weights[fold, c] = w
+        biases[fold, c] = -w @ (mu_pos + mu_neg) / 2
+      if progress:
+        progress(c + 1, self.num_classes)
+    return LinearModels(weights, biases)

@@ -1,0 +1,170 @@
+"""Images as MIL bags: proposals with their objectness and RoI features, one image at a time.
+
+The learner (`mil`) and, later, the detector read images only through a bag source, so where
+features come from is decided here:
+
+  TrunkMapBags     pools every proposal's feature from the cached trunk map on demand (the
+                   default; `precompute.compute_trunk_maps`); nothing per proposal is stored.
+  RoiFeatureBags   reads one cached feature row per proposal (`FeatureConfig.store='rois'`, the
+                   store before trunk maps; kept for comparisons and small tests).
+
+Both give the same `Bag`s in the same (cache) order, and both add the whole-image box when the
+proposals lack it: the paper's initialisation starts from it, and an image without any proposal
+(a blank photo) is still a bag with one member instead of a crash.
+"""
+
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class Bag:
+  """One image's candidates.
+
+  Attributes:
+    image_id: str.
+    boxes: float32 [P, 4] `[ymin, xmin, ymax, xmax]` pixels, P >= 1.
+    objectness: float32 [P] raw objectness O (the proposal method's score).
+    features: float32 [P, D] RoI features, L2-normalised per row.
+  """
+  image_id: str
+  boxes: np.ndarray
+  objectness: np.ndarray
+  features: np.ndarray
+
+
+def with_whole_image(boxes, scores, height, width):
+  """Appends the whole-image box `[0, 0, height, width]` unless it is already a proposal.
+
+  Its objectness is the image's lowest (0 when there is no other box), so it never wins on O
+  and per-image min-max normalisation of O is unchanged.
+
+  Returns:
+    (boxes float32 [P', 4], scores float32 [P']).
+  """
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  scores = np.asarray(scores, np.float32).reshape(-1)
+  whole = np.array([0, 0, height, width], np.float32)
+  if len(boxes) and np.any(np.all(np.abs(boxes - whole) < 1e-3, axis=1)):
+    return boxes, scores
+  low = scores.min() if len(scores) else 0.0
+  return (np.concatenate([boxes, whole[None]]),
+          np.concatenate([scores, np.array([low], np.float32)]))
+
+
+def l2_normalize(features):
+  """Rows of float [P, D] scaled to unit L2 norm (all-zero rows stay zero): float32 [P, D]."""
+  features = np.asarray(features, np.float32)
+  return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+
+
+class _BagSource:
+  """Shared reading logic: the proposals shard in memory follows the feature shard's images."""
+
+  def __init__(self, records, proposals, features):
+    self._sizes = {r['image_id']: (r['height'], r['width']) for r in records}
+    self.proposals = proposals
+    self.features = features
+    self.image_ids = [i for i in features.image_ids if i in self._sizes]
+
+  def _bag(self, image_id, proposal_data, feature_data):
+    raise NotImplementedError
+
+  def __iter__(self):
+    return self.iter()
+
+  def iter(self, image_ids=None):
+    """Yields `Bag`s in cache order, one feature shard and one proposals shard in memory.
+
+    Args:
+      image_ids: optional set; other images are skipped without reading their shards.
+    Raises:
+      RuntimeError naming a shard that is missing or corrupt (run the stage first).
+    """
+    proposal_shard, proposal_data = None, None
+    for shard in range(self.features.num_shards):
+      ids = [i for i in self.features.shard_image_ids(shard)
+             if i in self._sizes and (image_ids is None or i in image_ids)]
+      if not ids:
+        continue
+      per_image = self.features.read_shard(shard)
+      if per_image is None:
+        raise RuntimeError(f'{self.features.shard_path(shard)} is missing or corrupt')
+      for image_id in ids:
+        if self.proposals.shard_of(image_id) != proposal_shard:
+          proposal_shard = self.proposals.shard_of(image_id)
+          proposal_data = self.proposals.read_shard(proposal_shard)
+          if proposal_data is None:
+            raise RuntimeError(f'{self.proposals.shard_path(proposal_shard)} is missing or '
+                               f'corrupt')
+        yield self._bag(image_id, proposal_data[image_id], per_image[image_id])
+
+  def _boxes(self, image_id, proposal_data):
+    height, width = self._sizes[image_id]
+    return with_whole_image(proposal_data['boxes'], proposal_data['scores'], height, width)
+
+
+class TrunkMapBags(_BagSource):
+  """Bags whose features are pooled from the trunk-map cache on demand.
+
+  Args:
+    records: the dataset's records (image sizes for the whole-image box).
+    proposals: filled proposals `cache.ShardedCache`.
+    trunk_maps: filled trunk-map `cache.ShardedCache` (`precompute.trunk_maps_cache`).
+    pool_size: RoI grid side.
+    context_scale: 0 or the context grid's enlargement (`features.MapPooler`).
+  """
+
+  def __init__(self, records, proposals, trunk_maps, pool_size=3, context_scale=0.0):
+    super().__init__(records, proposals, trunk_maps)
+    self.pool_size = pool_size
+    self.context_scale = context_scale
+    self._poolers = {}
+    self.key = _key('maps', proposals.key, trunk_maps.key, pool_size, context_scale)
+
+  def _pooler(self, geometry):
+    from click_supervision import features as features_lib  # pylint: disable=g-import-not-at-top
+    stride, offset = (float(v) for v in geometry)
+    if (stride, offset) not in self._poolers:
+      self._poolers[(stride, offset)] = features_lib.MapPooler(
+          int(stride), offset, pool_size=self.pool_size, context_scale=self.context_scale)
+    return self._poolers[(stride, offset)]
+
+  def _bag(self, image_id, proposal_data, feature_data):
+    boxes, scores = self._boxes(image_id, proposal_data)
+    pooled = self._pooler(feature_data['geometry'])(feature_data['map'],
+                                                    boxes * feature_data['factors'])
+    return Bag(image_id, boxes, scores, l2_normalize(pooled))
+
+
+class RoiFeatureBags(_BagSource):
+  """Bags read from a cache with one feature row per proposal (`features` field, float [P, D]).
+
+  The whole-image box, when added, takes the feature of the proposal best overlapping it (the
+  cache has no row for it).
+  """
+
+  def __init__(self, records, proposals, features):
+    super().__init__(records, proposals, features)
+    self.key = _key('rois', proposals.key, features.key)
+
+  def _bag(self, image_id, proposal_data, feature_data):
+    boxes, scores = self._boxes(image_id, proposal_data)
+    feats = np.asarray(feature_data['features'], np.float32)
+    if len(boxes) > len(feats):
+      from click_supervision import boxes as box_lib  # pylint: disable=g-import-not-at-top
+      if len(feats):
+        nearest = int(np.argmax(box_lib.pairwise_iou(boxes[-1:], boxes[:-1])[0]))
+        extra = feats[nearest:nearest + 1]
+      else:
+        extra = np.zeros((1, feats.shape[1] if feats.ndim == 2 else 1), np.float32)
+      feats = np.concatenate([feats.reshape(len(feats), -1) if len(feats) else
+                              np.zeros((0, extra.shape[1]), np.float32), extra])
+    return Bag(image_id, boxes, scores, l2_normalize(feats))
+
+
+def _key(*parts):
+  return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]

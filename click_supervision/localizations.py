@@ -1,0 +1,91 @@
+"""The `localizations.jsonl` file: one selected box per positive (image, class) pair.
+
+JSON Lines, UTF-8, one pair per line, sorted by (image id, class index):
+
+  {"image_id": "000005", "class": "chair", "box": [211.0, 262.0, 339.0, 324.0],
+   "proposal_index": 17, "score": 0.734, "iteration": 3, "clicks_split": false}
+
+| key | meaning |
+|---|---|
+| `image_id`, `class` | the pair (class by name) |
+| `box` | `[ymin, xmin, ymax, xmax]` pixels, 0-based, end-exclusive (`boxes` convention) |
+| `proposal_index` | the box's index among the image's candidates (proposals, then the whole-image box when it was added) |
+| `score` | the combined re-localisation score S (0 for the initial selection) |
+| `iteration` | the MIL iteration that chose the box (0 = initialisation) |
+| `clicks_split` | two clicks judged to be on different instances (PAPER.md 4.3) |
+
+The detector stage trains on these boxes; `read_localizations` gives them back as the dict the
+evaluation takes.
+"""
+
+import json
+
+import numpy as np
+
+from click_supervision import atomic
+from click_supervision.errors import UserError
+
+KEYS = ('image_id', 'class', 'box', 'proposal_index', 'score', 'iteration', 'clicks_split')
+
+
+def write_localizations(path, selections, class_names):
+  """Writes `selections` atomically.
+
+  Args:
+    path: destination file.
+    selections: dict `(image_id, class_index)` -> dict with `box` float [4], `index`, `score`,
+      `iteration`, `split`.
+    class_names: list of str.
+  """
+  rows = [{'image_id': image_id, 'class': class_names[c],
+           'box': [round(float(v), 2) for v in s['box']], 'proposal_index': int(s['index']),
+           'score': round(float(s['score']), 6), 'iteration': int(s['iteration']),
+           'clicks_split': bool(s['split'])}
+          for (image_id, c), s in sorted(selections.items())]
+  atomic.write_jsonl(path, rows)
+
+
+def read_localizations(path, class_names):
+  """Reads a localizations file.
+
+  Args:
+    path: the file.
+    class_names: list of str (the dataset's classes).
+  Returns:
+    dict `(image_id, class_index)` -> dict with `box` float32 [4], `index`, `score`,
+    `iteration`, `split`.
+  Raises:
+    UserError naming the file and line of the first problem (missing file, bad JSON, missing or
+    unknown key, unknown class, a box that is not 4 finite numbers with min < max, a duplicate
+    pair).
+  """
+  index = {name: i for i, name in enumerate(class_names)}
+  result = {}
+  try:
+    with open(path, encoding='utf-8') as f:
+      lines = f.read().splitlines()
+  except OSError as e:
+    raise UserError(f'{path}: cannot read localizations ({e.strerror})') from None
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    where = f'{path}:{number}'
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f'{where}: not JSON ({e.msg})') from None
+    if not isinstance(row, dict) or set(row) != set(KEYS):
+      raise UserError(f'{where}: expected the keys {", ".join(KEYS)}')
+    if row['class'] not in index:
+      raise UserError(f'{where}: unknown class {row["class"]!r}')
+    box = np.asarray(row['box'], np.float32) if isinstance(row['box'], list) else None
+    if (box is None or box.shape != (4,) or not np.all(np.isfinite(box)) or
+        box[0] >= box[2] or box[1] >= box[3]):
+      raise UserError(f'{where}: box must be [ymin, xmin, ymax, xmax] with min < max')
+    pair = (str(row['image_id']), index[row['class']])
+    if pair in result:
+      raise UserError(f'{where}: a second box for {pair[0]} / {row["class"]}')
+    result[pair] = {'box': box, 'index': int(row['proposal_index']),
+                    'score': float(row['score']), 'iteration': int(row['iteration']),
+                    'split': bool(row['clicks_split'])}
+  return result
