@@ -67,6 +67,7 @@ import time
 
 import numpy as np
 
+from click_supervision import atomic
 from click_supervision import boxes as box_lib
 from click_supervision.errors import DataError
 from click_supervision.errors import UserError
@@ -665,7 +666,6 @@ def write_proposals_file(path, entries, box_format='yxyx', box_origin='zero_base
       xmax]` in OUR frame (pixels, 0-based, end-exclusive), scores float [N] or None.
     box_format, box_origin: the frame to store the boxes in (header fields).
   """
-  import tempfile  # pylint: disable=g-import-not-at-top
   if box_format not in BOX_FORMATS or box_origin not in BOX_ORIGINS:
     raise ValueError(f'box_format must be in {BOX_FORMATS} and box_origin in {BOX_ORIGINS}')
   header = {'format': FILE_FORMAT, 'version': FILE_VERSION, 'box_format': box_format,
@@ -686,21 +686,19 @@ def write_proposals_file(path, entries, box_format='yxyx', box_origin='zero_base
     }
     if entries and all(with_scores):
       arrays['scores'] = np.concatenate([s for _, _, s in entries])
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp.npz')
-    with os.fdopen(fd, 'wb') as f:
+    with atomic.open_atomic(path) as f:
       np.savez(f, **arrays)
   elif path.endswith('.jsonl'):
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-      f.write(json.dumps(header) + '\n')
+    def items():
+      yield header
       for image_id, boxes, scores in entries:
         item = {'image_id': image_id, 'boxes': [[_short(v) for v in box] for box in boxes]}
         if scores is not None:
           item['scores'] = [_short(v) for v in scores]
-        f.write(json.dumps(item) + '\n')
+        yield item
+    atomic.write_jsonl(path, items())
   else:
     raise ValueError(f'{path}: the file name must end in .npz or .jsonl')
-  os.replace(tmp, path)
 
 
 def _short(value):

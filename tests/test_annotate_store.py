@@ -51,3 +51,20 @@ def test_a_bad_complete_line_stops_with_file_and_line(tmp_path):
   path.write_text('\n')
   with pytest.raises(UserError, match='no header line'):
     store.JsonLinesLog(str(path), {}, _no_check)
+
+
+def test_a_temp_file_of_an_interrupted_rewrite_is_removed_on_open(tmp_path):
+  path = tmp_path / 'clicks.jsonl'
+  log = store.JsonLinesLog(str(path), {'format': 'x'}, _no_check)
+  log.append({'a': 1})
+  log.close()
+  leftover = tmp_path / '.clicks.jsonl.k3x9.tmp'  # What a SIGKILL during replace_rows leaves.
+  leftover.write_text('{"format": "x"}\n')
+  other = tmp_path / '.other.jsonl.aaaa.tmp'
+  other.write_text('not ours')
+  messages = []
+  reopened = store.JsonLinesLog(str(path), {}, _no_check, log=messages.append)
+  assert reopened.rows == [{'a': 1}]
+  assert not leftover.exists() and other.exists()
+  assert 'left by an interrupted rewrite' in messages[0]
+  reopened.close()

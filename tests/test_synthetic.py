@@ -292,3 +292,16 @@ def test_config_rejects_unknown_classes():
     synthetic.SyntheticConfig(classes=('disc', 'dog'))
   with pytest.raises(ValueError):
     synthetic.SyntheticConfig(num_test=0)
+
+
+def test_a_stale_build_folder_of_a_killed_run_is_removed(tmp_path):
+  parent = os.path.dirname(synthetic.dataset_dir(tmp_path, SMALL))
+  stale = os.path.join(parent, '.tmp_v1_killed_abc')
+  fresh = os.path.join(parent, '.tmp_v1_running_def')
+  for folder in (stale, fresh):
+    os.makedirs(os.path.join(folder, 'JPEGImages'))
+  os.utime(stale, (0, 0))  # Untouched for decades; `fresh` may be another live process's.
+  path, messages = _generate(tmp_path)
+  assert not os.path.exists(stale) and os.path.isdir(fresh)
+  assert any('left by an interrupted generation' in m for m in messages)
+  assert sorted(os.listdir(parent)) == sorted([os.path.basename(path), '.tmp_v1_running_def'])

@@ -10,8 +10,8 @@ Lines are strict JSON: a NaN or infinite number raises ValueError before anythin
 
 import json
 import os
-import tempfile
 
+from click_supervision import atomic
 from click_supervision.errors import UserError
 
 
@@ -20,13 +20,13 @@ def _line(row):
   return json.dumps(row, allow_nan=False) + '\n'
 
 
-def _fsync_folder(folder):
-  """Makes a create or rename in `folder` durable (the file's own fsync does not cover it)."""
-  fd = os.open(folder, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
+def _remove_own_temp_files(path, log):
+  """Removes the temp files an interrupted rewrite of `path` left (`atomic`'s names)."""
+  folder, name = os.path.split(path)
+  for other in os.listdir(folder):
+    if other.startswith(f'.{name}.') and atomic.is_temp_file(other):
+      os.remove(os.path.join(folder, other))
+      log(f'{path}: removed {other}, left by an interrupted rewrite')
 
 
 class JsonLinesLog:
@@ -54,6 +54,8 @@ class JsonLinesLog:
     self.path = os.path.abspath(path)
     folder = os.path.dirname(self.path)
     os.makedirs(folder, exist_ok=True)
+    # A server killed during a rewrite leaves its temp file: no other process writes this file.
+    _remove_own_temp_files(self.path, log)
     if os.path.exists(self.path):
       self.header, self.rows = self._read(check_header, log)
     else:
@@ -107,19 +109,8 @@ class JsonLinesLog:
       self._file = open(self.path, 'a', encoding='utf-8')
 
   def _rewrite_file(self, lines):
-    folder = os.path.dirname(self.path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(self.path), suffix='.tmp')
-    try:
-      with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        f.writelines(lines)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(tmp, self.path)
-    except BaseException:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-      raise
-    _fsync_folder(folder)
+    with atomic.open_atomic(self.path, 'w') as f:
+      f.writelines(lines)
 
   def close(self):
     self._file.close()

@@ -14,13 +14,13 @@ import concurrent.futures
 import json
 import os
 import re
-import tempfile
 import warnings
 
 import numpy as np
 from PIL import Image
 from PIL import ImageFile
 
+from click_supervision import atomic
 from click_supervision.errors import DataError
 
 # A truncated file must fail to decode rather than come back silently padded with grey.
@@ -136,11 +136,7 @@ class VerifiedImageCache:
   def save(self):
     if not self.cache_path:
       return
-    os.makedirs(os.path.dirname(self.cache_path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.cache_path), suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-      json.dump(self.entries, f)
-    os.replace(tmp, self.cache_path)
+    atomic.write_bytes(self.cache_path, json.dumps(self.entries).encode())
 
 
 def verify_images(dataset, cache_path=None, skip_bad_records=False, num_threads=4, log=print,

@@ -121,6 +121,22 @@ def dataset_dir(cache_dir, config=None):
                       f'v{GENERATOR_VERSION}_{config.fingerprint()}')
 
 
+def _remove_stale_builds(parent, log, min_age_s=600):
+  """Removes build folders of killed runs (`.tmp_*`, untouched for `min_age_s`: a younger one
+  may belong to a process generating right now)."""
+  now = time.time()
+  for name in os.listdir(parent):
+    path = os.path.join(parent, name)
+    if name.startswith('.tmp_') and os.path.isdir(path):
+      try:
+        stale = now - os.path.getmtime(path) >= min_age_s
+      except OSError:
+        continue
+      if stale:
+        shutil.rmtree(path, ignore_errors=True)
+        log(f'synthetic: removed {path}, left by an interrupted generation')
+
+
 def ensure_synthetic(cache_dir, log=print, config=None):
   """Returns the path of the synthetic VOC-format folder, generating it on first use.
 
@@ -141,6 +157,7 @@ def ensure_synthetic(cache_dir, log=print, config=None):
     return final
   parent = os.path.dirname(final)
   os.makedirs(parent, exist_ok=True)
+  _remove_stale_builds(parent, log)
   start = time.perf_counter()
   temp = tempfile.mkdtemp(prefix=f'.tmp_{os.path.basename(final)}_', dir=parent)
   try:
