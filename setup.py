@@ -12,8 +12,10 @@ setuptools.setup(
     description=('Training object class detectors with click supervision '
                  '(Papadopoulos et al., CVPR 2017) in TensorFlow/Keras'),
     python_requires='>=3.11,<3.12',
-    packages=setuptools.find_packages(include=['click_supervision', 'click_supervision.*', 'flags']),
-    py_modules=['run_mil'],
+    # Only the library is installed. The driver `run_mil.py` and its flag definitions (`flags/`)
+    # stay in the repository, run from its root: a top-level package named `flags` in
+    # site-packages could clash with another distribution's (README, Layout).
+    packages=setuptools.find_packages(include=['click_supervision', 'click_supervision.*']),
     package_data={'click_supervision': ['**/*.json', '**/*.html', '**/*.css', '**/*.js']},
     install_requires=[
         # CPU wheels: the `tensorflow` wheel runs on CPU-only machines; `tensorflow-cpu` also works.

@@ -43,131 +43,15 @@ import numpy as np
 
 from click_supervision import appearance
 from click_supervision import boxes as box_lib
+from click_supervision import config as config_lib
 from click_supervision import cues as cues_lib
 from click_supervision import evaluation
 from click_supervision import mil_state
 
-CUES = ('objectness', 'appearance', 'box_center', 'box_area', 'click_init', 'split_instances')
-
-TRAINERS = ('svm', 'lda')
-INITS = ('window', 'cues')
-NORMALIZATIONS = ('minmax', 'rank')
-FUSIONS = ('sum', 'product')
-
-
-
-@dataclasses.dataclass(frozen=True)
-class MilConfig:
-  """Settings of the MIL learner (defaults: BUILD_NOTES, chosen on the synthetic set).
-
-  Attributes:
-    num_folds: K of multi-fold MIL (1 = plain MIL: an image is re-localised by a model that
-      trained on it).
-    num_iterations: maximum re-training / re-localisation rounds.
-    cues: the switched-on cues, a subset of CUES: `objectness` (O in S_ap), `appearance` (A in
-      S_ap; off = cue-only localisation), `box_center`, `box_area`, `click_init`,
-      `split_instances` (two clicks far apart are treated as two instances, PAPER.md 4.3).
-    fusion: how A and O make S_ap: `product` (S_ap = A^k x O, k = `appearance_exponent`: a
-      log-linear mix, so a box must score well on both; the default) or `sum` (the paper:
-      S_ap = w A + (1 - w) O). See `appearance_objectness`. Chosen on the synthetic set and
-      tinycoco (BUILD_NOTES): with k = 2, MIL CorLoc on the synthetic set is 0.536 / 0.730 /
-      0.825 for 0 / 1 / 2 clicks against 0.297 / 0.727 / 0.797 with the sum, and within noise
-      of the sum on tinycoco.
-    appearance_weight: w of the `sum` fusion (the paper: 0.5).
-    appearance_exponent: k of the `product` fusion (the weight of log A against log O; with
-      min-max A, k > 1 sharpens the appearance model's preference among the boxes O likes).
-    sigma_bc: box-center sigma: a fraction of sqrt(proposal area) (`sigma_bc_relative`) or pixels.
-    sigma_bc_relative: scale sigma_bc with the proposal size.
-    size_exponent: lambda of the box-center cue's size factor `cues.box_size_score` (the
-      1 / area normaliser of the click likelihood, tempered; 0 = the paper's s_bc alone). Part of
-      the `box_center` cue and used only with `sigma_bc_relative` (with a fixed sigma in pixels
-      the likelihood has no area term). 0 by default: 0.3 raises cue-only CorLoc on the tuning
-      sets but not MIL's (BUILD_NOTES).
-    sigma_bc_two_clicks_factor: sigma for the mean of two clicks = factor x sigma_bc (the mean of
-      two independent clicks errs by 1/sqrt(2) of one).
-    sigma_ba: box-area sigma in natural-log units; None = `sigma_ba_factor` x the area model's
-      residual std.
-    sigma_ba_factor: the residual std of mu(d) is how far object areas scatter around mu; as a
-      score over proposals it was too tight on the synthetic set (two-click cue-only CorLoc 0.801
-      at 1x, 0.837 / 0.835 at about 1.7x / 2.3x, 0.806 without the cue; BUILD_NOTES), so 2x.
-    init: the first selection of each pair: `window` (the paper: the proposal best overlapping
-      the whole image, or with clicks and `click_init` on, the largest window centered on the
-      click) or `cues` (the cue-only choice, argmax of O x cue, so the first appearance model
-      trains on the boxes the clicks and objectness already point to; BUILD_NOTES).
-    trainer: the appearance model: `svm` (the paper: a linear SVM per (fold, class) with
-      hard-negative mining) or `lda` (linear discriminant analysis with one shared background
-      covariance, as in Hariharan et al. ECCV 2012: w = (Sigma + shrinkage)^-1 (mu_pos - mu_neg);
-      closed form, no mining; the whole MIL stage 5-15x faster on the VOC sample, BUILD_NOTES).
-    normalization: how A and O of an image are brought to [0, 1] before mixing: `minmax` or
-      `rank` (percentile within the image); see `normalize_per_image`.
-    rerank_top: with clicks, re-localisation chooses only among the pair's `rerank_top` best
-      proposals by the cue-only score O x cue (0 = among all, as in the paper): the clicks pick
-      the candidates, the appearance model decides between them.
-    near_miss_negatives: per positive pair and iteration, up to this many proposals of the
-      pair's own image overlapping its current selection with IoU in [0.1, 0.5) (Fast R-CNN's
-      background rule) become negatives of the class, teaching the model the difference between
-      the object and boxes too big around it or on a part of it, the commonest errors (0 = off,
-      as in the paper). They are taken from the selections of the cue initialisation and of every
-      re-localisation, and like positives are held out of their own fold's model. SVM: added to
-      the negatives; LDA: mu_neg = the mean of the background mean and the near-miss mean.
-    svm_c: LinearSVC C (features are L2-normalised).
-    svm_tol: LinearSVC stopping tolerance (liblinear's primal solver, `appearance._fit_svm`).
-    negatives_per_image: random proposals per negative image offered to the first negative
-      pool of each class the image lacks (a seeded uniform sample of at most `max_negatives`
-      of them is kept).
-    max_negatives: cap on each class's pool of hard negatives.
-    hard_margin: mined negatives are proposals of negative images scoring above this.
-    seed: folds and negative sampling (`--mil_seed`; the clicks have their own `--seed`).
-    num_threads: SVMs trained in parallel.
-  """
-  num_folds: int = 10
-  num_iterations: int = 5
-  cues: tuple = CUES
-  fusion: str = 'product'
-  appearance_weight: float = 0.5
-  appearance_exponent: float = 2.0
-  sigma_bc: float = 0.15
-  sigma_bc_relative: bool = True
-  size_exponent: float = 0.0
-  sigma_bc_two_clicks_factor: float = 0.7071
-  sigma_ba: float | None = None
-  sigma_ba_factor: float = 2.0
-  init: str = 'window'
-  trainer: str = 'svm'
-  normalization: str = 'minmax'
-  rerank_top: int = 0
-  near_miss_negatives: int = 0
-  svm_c: float = 1.0
-  svm_tol: float = 1e-3
-  negatives_per_image: int = 20
-  max_negatives: int = 5000
-  hard_margin: float = -1.0
-  seed: int = 0
-  num_threads: int = 2
-
-  def __post_init__(self):
-    unknown = set(self.cues) - set(CUES)
-    if unknown:
-      raise ValueError(f'unknown cues {sorted(unknown)}; cues are {CUES}')
-    object.__setattr__(self, 'cues', tuple(c for c in CUES if c in self.cues))
-    if self.normalization not in NORMALIZATIONS:
-      raise ValueError(f'unknown normalization {self.normalization!r}; choices are '
-                       f'{NORMALIZATIONS}')
-    if self.init not in INITS:
-      raise ValueError(f'unknown init {self.init!r}; choices are {INITS}')
-    if self.fusion not in FUSIONS:
-      raise ValueError(f'unknown fusion {self.fusion!r}; choices are {FUSIONS}')
-    if self.appearance_exponent <= 0:
-      raise ValueError(f'appearance_exponent must be > 0, not {self.appearance_exponent}')
-    if self.svm_c <= 0 or self.svm_tol <= 0:
-      raise ValueError(f'svm_c and svm_tol must be > 0, not {self.svm_c} and {self.svm_tol}')
-    if self.size_exponent < 0:
-      raise ValueError(f'size_exponent must be >= 0, not {self.size_exponent}')
-    if self.trainer not in TRAINERS:
-      raise ValueError(f'unknown trainer {self.trainer!r}; trainers are {TRAINERS}')
-
-  def uses(self, cue):
-    return cue in self.cues
+# The learner's settings live with the other stages' in `config` (no heavy imports there).
+CUES, TRAINERS, INITS = config_lib.CUES, config_lib.TRAINERS, config_lib.INITS
+NORMALIZATIONS, FUSIONS = config_lib.NORMALIZATIONS, config_lib.FUSIONS
+MilConfig = config_lib.MilConfig
 
 
 # ---------------------------------------------------------------------------------------------

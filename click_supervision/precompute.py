@@ -25,46 +25,17 @@ import numpy as np
 import tqdm
 
 from click_supervision import cache as cache_lib
+from click_supervision import config as config_lib
 from click_supervision.datasets import images as images_lib
 
 # Bump when the code that fills a cache changes its result; part of the cache keys.
 PROPOSALS_VERSION = 1
 FEATURES_VERSION = 1
 TRUNK_MAPS_VERSION = 1
-STORES = ('maps', 'rois')
+STORES = config_lib.FEATURE_STORES
 
 
-@dataclasses.dataclass(frozen=True)
-class FeatureConfig:
-  """How RoI features are computed.
-
-  Attributes:
-    trunk: `backbones.TRUNKS` name.
-    weights: `imagenet`, `hed`, `none` or a file, as the trunk allows.
-    short_side: images are resized so their short side has this many pixels before the trunk
-      (0 keeps the original size); the linear probe (BUILD_NOTES) chose 600.
-    max_long_side: cap on the resized long side.
-    pool_size: RoI grid side; feature length = pool_size**2 x trunk channels. 3 (2880 values
-      with the default trunk) was chosen over 2 by MIL CorLoc on the tuning sets (BUILD_NOTES).
-    context_scale: 0 (off) or the factor by which boxes are enlarged for a second, context grid
-      (`features.FeatureExtractor`; doubles the feature length).
-    images_per_shard: images per cache shard (a shard is held in memory while written).
-    store: what the cache holds: `maps` (the trunk's feature map per image, RoI features pooled
-      on demand; the default) or `rois` (one float16 feature row per proposal, 40x the disk;
-      kept to compare against, BUILD_NOTES).
-  """
-  trunk: str = 'efficientnet_lite0'
-  weights: str = 'imagenet'
-  short_side: int = 600
-  max_long_side: int = 1000
-  pool_size: int = 3
-  context_scale: float = 0.0
-  images_per_shard: int = 16
-  store: str = 'maps'
-
-  def __post_init__(self):
-    if self.store not in STORES:
-      raise ValueError(f'unknown feature store {self.store!r}; choices are {STORES}')
+FeatureConfig = config_lib.FeatureConfig
 
 
 def image_files(dataset):

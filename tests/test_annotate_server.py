@@ -429,3 +429,15 @@ def test_edited_files_stop_with_file_and_line(dataset, tmp_path):
   log.write_text(log.read_text() + '{"event": "skip", "annotator": "bob"}\n')
   with pytest.raises(UserError, match=r'annotation_log.jsonl:3: not a qualification or skip'):
     app_lib.AnnotationApp(dataset, str(out), gold_fraction=0.0, log=lambda _: None)
+
+
+def test_the_click_tool_starts_without_the_learner():
+  # config.py holds every stage's settings without importing the stages, so the click tool
+  # (which reads the dataset flags) does not pull in scikit-learn, TensorFlow or OpenCV.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ('import sys, click_supervision.annotate.__main__; '
+          'print(sorted(m for m in ("sklearn", "tensorflow", "cv2", "click_supervision.mil") '
+          'if m in sys.modules))')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == '[]'

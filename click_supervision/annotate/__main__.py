@@ -16,7 +16,7 @@ import sys
 from absl import app as absl_app
 from absl import flags
 
-from click_supervision import config as config_lib
+from click_supervision import cache as cache_lib
 from click_supervision import datasets
 from click_supervision.annotate import app as app_lib
 from click_supervision.annotate import qualification
@@ -66,7 +66,7 @@ def main(argv):
     sys.exit(2)
   try:
     dataset = datasets.load_dataset(_DATASET.value, _SPLIT.value,
-                                    cache_dir=_CACHE_DIR.value or config_lib.default_cache_dir())
+                                    cache_dir=_CACHE_DIR.value or cache_lib.default_cache_dir())
     annotation_app = app_lib.AnnotationApp(
         dataset, _OUT.value, num_annotators=_ANNOTATORS.value,
         gold_fraction=_GOLD_FRACTION.value, gold_min_clicks=_GOLD_MIN_CLICKS.value,
