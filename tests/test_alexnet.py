@@ -4,13 +4,9 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import random_images
 from click_supervision.backbones import alexnet
 from click_supervision.errors import UserError
-
-
-def _images(shape, seed=0):
-  """float32 [B, H, W, 3] random RGB 0-255 images."""
-  return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
 
 
 @pytest.fixture(scope='module')
@@ -20,7 +16,7 @@ def trunk():
 
 @pytest.mark.parametrize('height, width', [(64, 96), (65, 97), (17, 33), (16, 16), (500, 375)])
 def test_conv5_shape_is_ceil_of_sixteenth(trunk, height, width):
-  features = trunk(_images((1, height, width, 3)))
+  features = trunk(random_images((1, height, width, 3)))
   assert features.shape == (1, -(-height // 16), -(-width // 16), 256)
   assert features.dtype == 'float32'
   assert np.all(np.asarray(features) >= 0)  # Post-ReLU.
@@ -39,7 +35,7 @@ def test_caffe_layer_shapes(trunk):
 
 
 def test_seeded_initialization(trunk):
-  images = _images((1, 64, 96, 3))
+  images = random_images((1, 64, 96, 3))
   same = alexnet.alexnet_trunk(seed=0)
   other = alexnet.alexnet_trunk(seed=1)
   np.testing.assert_array_equal(trunk(images), same(images))
@@ -61,7 +57,7 @@ def test_preprocessing_inside_the_model():
   mean_image = np.broadcast_to(mean_bgr[::-1], (1, 32, 48, 3)).copy()  # RGB mean colour.
   np.testing.assert_allclose(model(mean_image), conv_stack(np.zeros_like(mean_image)),
                              rtol=1e-5, atol=1e-5)
-  images = _images((1, 32, 48, 3))
+  images = random_images((1, 32, 48, 3))
   np.testing.assert_allclose(model(images), conv_stack(images[..., ::-1] - mean_bgr),
                              rtol=1e-5, atol=1e-4)
 
@@ -82,7 +78,7 @@ def test_lrn_matches_caffe_formula():
 def test_model_config_round_trip(trunk):
   clone = keras.Model.from_config(trunk.get_config())
   clone.set_weights(trunk.get_weights())
-  images = _images((1, 48, 64, 3))
+  images = random_images((1, 48, 64, 3))
   np.testing.assert_allclose(clone(images), trunk(images), rtol=1e-6)
 
 
@@ -90,7 +86,7 @@ def test_user_weights_round_trip(trunk, tmp_path):
   path = tmp_path / 'alexnet.weights.h5'
   trunk.save_weights(str(path))
   loaded = alexnet.alexnet_trunk(weights=str(path), seed=7)  # Seed is overwritten by the file.
-  images = _images((2, 64, 96, 3))
+  images = random_images((2, 64, 96, 3))
   np.testing.assert_array_equal(loaded(images), trunk(images))
 
 

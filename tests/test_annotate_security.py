@@ -13,12 +13,12 @@ from click_supervision.datasets import voc
 from test_annotate_server import Client
 from test_annotate_server import IMAGES
 from test_annotate_server import strict_json
-import vocfolder
+import helpers
 
 
 @pytest.fixture(name='dataset')
 def dataset_fixture(tmp_path):
-  root = vocfolder.make_voc_folder(str(tmp_path / 'voc'), IMAGES)
+  root = helpers.make_voc_folder(str(tmp_path / 'voc'), IMAGES)
   return voc.load_voc(root, 'trainval', log=lambda _: None)
 
 

@@ -13,7 +13,7 @@ from click_supervision.annotate import qualification
 from click_supervision.annotate import server as server_lib
 from click_supervision.datasets import voc
 from click_supervision.errors import UserError
-import vocfolder
+import helpers
 
 # Boxes in VOC's 1-based inclusive (xmin, ymin, xmax, ymax). Image 'a' has two dogs and a cat.
 IMAGES = {
@@ -34,7 +34,7 @@ def strict_json(data):
 
 @pytest.fixture(name='dataset')
 def dataset_fixture(tmp_path):
-  root = vocfolder.make_voc_folder(str(tmp_path / 'voc'), IMAGES)
+  root = helpers.make_voc_folder(str(tmp_path / 'voc'), IMAGES)
   return voc.load_voc(root, 'trainval', log=lambda _: None)
 
 

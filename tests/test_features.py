@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import tiny_trunk
 from click_supervision import features
 
 
@@ -85,17 +86,6 @@ def test_roi_pooling_offset_shifts_the_grid():
   plain = features.RoiPooling(stride=8)(maps, box, index)
   shifted = features.RoiPooling(stride=8, offset=8.0)(maps, box + 8, index)
   np.testing.assert_allclose(plain, shifted, atol=1e-5)
-
-
-def tiny_trunk(stride=4, channels=5):
-  inputs = keras.Input([None, None, 3])
-  outputs = keras.layers.Conv2D(channels, stride, strides=stride, padding='same',
-                                kernel_initializer=keras.initializers.GlorotUniform(seed=1))(
-                                    inputs / 255.0)
-  model = keras.Model(inputs, outputs)
-  model.feature_stride = stride
-  model.feature_offset = 0.0
-  return model
 
 
 def test_rescale_factor():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import helpers
 from click_supervision.datasets import images
 from click_supervision.datasets import records as records_lib
 from click_supervision.errors import DataError
@@ -16,13 +17,7 @@ from click_supervision.errors import DataError
 
 def _dataset(tmp_path, sizes):
   """A Dataset of real JPEG files with the given (height, width) per image."""
-  records = []
-  rng = np.random.default_rng(0)
-  for i, (height, width) in enumerate(sizes):
-    path = str(tmp_path / f'{i}.jpg')
-    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
-    records.append(records_lib.make_record(str(i), path, height, width, [[0, 0, 2, 2]], [0]))
-  return records_lib.Dataset('test', 'trainval', ['thing'], records)
+  return helpers.image_dataset(tmp_path, sizes)
 
 
 def _truncate(path):

@@ -1,25 +1,20 @@
 """Tests of the cached proposals and features stages: fill, resume after a crash, worker split."""
 
-import keras
 import numpy as np
 import pytest
 from PIL import Image
 
+import helpers
+from helpers import tiny_trunk
 from click_supervision import bags as bags_lib
 from click_supervision import features as features_lib
 from click_supervision import precompute
 from click_supervision import proposals as proposals_lib
-from click_supervision.datasets import records as records_lib
 
 
 def tiny_dataset(tmp_path, num_images=7):
-  rng = np.random.default_rng(0)
-  records = []
-  for i in range(num_images):
-    path = str(tmp_path / f'{i}.png')
-    Image.fromarray(rng.integers(0, 255, (24 + i, 32, 3), dtype=np.uint8)).save(path)
-    records.append(records_lib.make_record(f'im{i}', path, 24 + i, 32, [[0, 0, 8, 8]], [0]))
-  return records_lib.Dataset('tiny', 'trainval', ['thing'], records)
+  return helpers.image_dataset(tmp_path, [(24 + i, 32) for i in range(num_images)], '.png',
+                               box=(0, 0, 8, 8))
 
 
 class FakeGenerator:
@@ -38,15 +33,6 @@ class FakeGenerator:
     boxes = np.array([[0, 0, height, width], [2, 2, 10, 12], [5, 6, 20, 30]], np.float32)
     return boxes, np.array([0.9, 0.5, 0.1], np.float32), {'edges': 0.1, 'thinning': 0.0,
                                                             'boxes': 0.01}
-
-
-def tiny_trunk():
-  inputs = keras.Input([None, None, 3])
-  outputs = keras.layers.Conv2D(3, 4, strides=4, padding='same',
-                                kernel_initializer=keras.initializers.GlorotUniform(seed=0))(inputs)
-  trunk = keras.Model(inputs, outputs)
-  trunk.feature_stride, trunk.feature_offset = 4, 0.0
-  return trunk
 
 
 CONFIG = proposals_lib.ProposalConfig()
@@ -97,8 +83,8 @@ def test_workers_split_shards_and_features_follow(tmp_path):
                                                trunk=tiny_trunk())
   assert info['images_computed'] == 7 and features.num_shards == 4
   feats = dict(features.iter_images())
-  # 3 proposals per image, 3 x 3 pooling (the default) of 3 channels.
-  assert feats['im5']['features'].shape == (3, 27)
+  # 3 proposals per image, 3 x 3 pooling (the default) of 5 channels.
+  assert feats['im5']['features'].shape == (3, 45)
   assert feats['im5']['features'].dtype == np.float16
   # The features key follows the proposals key: other proposals, another features cache.
   other = precompute.proposals_cache(dataset, proposals_lib.ProposalConfig(max_boxes=5), root)
@@ -118,7 +104,7 @@ def test_trunk_maps_give_the_features_of_the_trunk_run_directly(tmp_path):
   maps, info = precompute.compute_trunk_maps(dataset, config, root, trunk=trunk)
   assert info['images_computed'] == 7 and maps.num_shards == 4
   # The cache holds per image the map, not one row per proposal.
-  assert 0 < info['bytes_per_image'] < 40 * 54 * 3 * 2 + 2000
+  assert 0 < info['bytes_per_image'] < 10 * 14 * 5 * 2 + 2000
   bags = bags_lib.TrunkMapBags(dataset.records, proposals, maps, pool_size=2)
   extractor = features_lib.FeatureExtractor(trunk, pool_size=2, short_side=40)
   boxes_by_id = dict(proposals.iter_images())

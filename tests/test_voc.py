@@ -9,7 +9,7 @@ import pytest
 from click_supervision.datasets import records as records_lib
 from click_supervision.datasets import voc
 from click_supervision.errors import DataError
-from vocfolder import make_voc_folder, write_xml
+from helpers import make_voc_folder, write_xml
 
 
 def test_real_sample_counts(voc_dev_root):

@@ -1,4 +1,5 @@
-"""Builds tiny VOC-format folders for tests (real JPEG files, hand-written XML)."""
+"""Shared test helpers: tiny VOC folders (real JPEG files, hand-written XML), tiny image datasets,
+random images and a tiny Keras trunk. One place, so tests build their small worlds alike."""
 
 import os
 
@@ -46,3 +47,43 @@ def make_voc_folder(root, images, split='trainval', newline='\n', classes=None):
     with open(os.path.join(root, 'classes.txt'), 'w') as f:
       f.write('\n'.join(classes) + '\n')
   return root
+
+
+def random_images(shape, seed=0):
+  """float32 [B, H, W, 3] random RGB 0-255 images."""
+  return np.random.default_rng(seed).uniform(0, 255, shape).astype(np.float32)
+
+
+def image_dataset(folder, sizes, suffix='.jpg', box=(0, 0, 2, 2)):
+  """A one-class `records.Dataset` of real random image files.
+
+  Args:
+    folder: a pathlib folder for the files.
+    sizes: list of (height, width) per image; ids are `im0`, `im1`, ... when `suffix` is `.png`,
+      else `0`, `1`, ...
+    suffix: `.jpg` or `.png`.
+    box: the one ground-truth box of class 0 in every image.
+  """
+  from click_supervision.datasets import records as records_lib  # pylint: disable=g-import-not-at-top
+  records = []
+  rng = np.random.default_rng(0)
+  for i, (height, width) in enumerate(sizes):
+    path = str(folder / f'{i}{suffix}')
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+    image_id = f'im{i}' if suffix == '.png' else str(i)
+    records.append(records_lib.make_record(image_id, path, height, width, [list(box)], [0]))
+  return records_lib.Dataset('test', 'trainval', ['thing'], records)
+
+
+def tiny_trunk(stride=4, channels=5):
+  """One strided convolution with the attributes of a real trunk (`feature_stride`,
+  `feature_offset`): a feature cell per `stride` pixels, seeded weights."""
+  import keras  # pylint: disable=g-import-not-at-top
+  inputs = keras.Input([None, None, 3])
+  outputs = keras.layers.Conv2D(channels, stride, strides=stride, padding='same',
+                                kernel_initializer=keras.initializers.GlorotUniform(seed=1))(
+                                    inputs / 255.0)
+  model = keras.Model(inputs, outputs)
+  model.feature_stride = stride
+  model.feature_offset = 0.0
+  return model
