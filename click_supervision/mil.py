@@ -395,7 +395,7 @@ def _trainer(config, num_classes, state):
     return appearance.LdaTrainer(config.num_folds, num_classes, state.lda_precision,
                                  state.lda_negative_means)
   return appearance.SvmTrainer(config.num_folds, num_classes, c=config.svm_c,
-                               tol=config.svm_tol, num_threads=config.num_threads)
+                               tol=config.svm_tol)
 
 
 def iterate(problem, bags, state, trainer, pools, area_model, config, iteration, progress=None):
@@ -409,7 +409,7 @@ def iterate(problem, bags, state, trainer, pools, area_model, config, iteration,
       [state.selected_features[problem.pair_class == c] for c in range(problem.num_classes)],
       [problem.pair_fold[problem.pair_class == c] for c in range(problem.num_classes)],
       state.near_misses)
-  bar = progress(None, f'mil iteration {iteration}: training', 'model') if progress else None
+  bar = progress(None, f'mil iteration {iteration}: training', 'class') if progress else None
   models = trainer.fit(positives, pools,
                        progress=(lambda done, total: bar.update(1, total)) if bar else None)
   if bar:

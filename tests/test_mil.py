@@ -464,3 +464,27 @@ def test_a_class_without_negative_images_is_reported(tmp_path):
   result = mil.run_mil(records, class_names, bags, {}, config, log=messages.append)
   assert result['classes_without_negatives'] == ['a']
   assert any('no negative images for a' in m for m in messages)
+
+
+def test_fold_svms_solved_together_match_liblinear():
+  rng = np.random.default_rng(0)
+  dim, k = 12, 3
+  direction = rng.normal(size=dim)
+  positives = rng.normal(size=(15, dim)) + direction
+  negatives = rng.normal(size=(120, dim))
+  folds = np.arange(15) % k
+  features = np.concatenate([positives, negatives]).astype(np.float32)
+  features /= np.linalg.norm(features, axis=1, keepdims=True)
+  labels = np.r_[np.ones(15), -np.ones(120)]
+  masks = np.concatenate([np.stack([folds != f for f in range(k)], axis=1),
+                          np.ones((120, k), bool)])
+  weights, biases = appearance.fit_svms(features, labels, masks, c=1.0, tol=1e-6)
+  for f in range(k):
+    w, b = appearance.fit_liblinear(features[:15][folds != f], features[15:], 1.0, 1e-8)
+    np.testing.assert_allclose(weights[f], w, atol=1e-3)
+    assert biases[f] == pytest.approx(b, abs=1e-3)
+  # A model without positives (every positive in its fold) is zero, not an error.
+  no_positives = masks.copy()
+  no_positives[:15, 0] = False
+  weights, biases = appearance.fit_svms(features, labels, no_positives)
+  assert not weights[0].any() and biases[0] == 0 and weights[1].any()
