@@ -96,7 +96,8 @@ def config_from_flags():
         trainer=flag(mil_flags.MIL_TRAINER),
         rerank_top=mil_flags.RERANK_TOP.value,
         near_miss_negatives=mil_flags.NEAR_MISS_NEGATIVES.value, svm_c=mil_flags.SVM_C.value,
-        svm_tol=mil_flags.SVM_TOL.value, seed=mil_flags.MIL_SEED.value)
+        svm_tol=mil_flags.SVM_TOL.value, model_momentum=mil_flags.MODEL_MOMENTUM.value,
+        keep_easy_negatives=mil_flags.KEEP_EASY_NEGATIVES.value, seed=mil_flags.MIL_SEED.value)
   except ValueError as e:  # MilConfig names the bad field; absl's bounds cannot say "> 0".
     raise UserError(f'MIL flags: {e}') from None
   workdir = mil_flags.WORKDIR.value or os.path.join(

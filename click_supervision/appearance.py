@@ -46,6 +46,14 @@ class LinearModels:
     classes = np.asarray(classes, np.int64)
     return bag.features @ self.weights[fold, classes].T + self.biases[fold, classes]
 
+  def blend(self, previous, momentum):
+    """beta x `previous` + (1 - beta) x self (`MilConfig.model_momentum`); self when previous
+    is None or beta is 0."""
+    if previous is None or not momentum:
+      return self
+    return LinearModels(momentum * previous.weights + (1 - momentum) * self.weights,
+                        momentum * previous.biases + (1 - momentum) * self.biases)
+
   def mean(self):
     """The average of the folds' models (K = 1): the model that mines hard negatives."""
     return LinearModels(self.weights.mean(axis=0, keepdims=True),
@@ -133,13 +141,14 @@ class KeyedPool:
     return pool
 
 
-def mine_hard_negatives(pools, mean_models, hard_margin, begin):
+def mine_hard_negatives(pools, mean_models, hard_margin, begin, keep_easy=False):
   """Hard-negative mining of one iteration over the classes' pools.
 
   Call with `begin=True` before offering the iteration's candidates (the pools' rows are
   rescored under the new mean model and compete with the candidates), then offer candidates
   with `KeyedPool.add` (scores under the same model), then call with `begin=False`: each pool
-  keeps its rows scoring above `hard_margin`, but at least 10 % of its capacity (the hardest).
+  keeps its rows scoring above `hard_margin`, but at least 10 % of its capacity (the hardest);
+  with `keep_easy`, every row while the pool has room (the hardest first when it has not).
 
   Args:
     pools: list over classes of `KeyedPool`.
@@ -151,7 +160,7 @@ def mine_hard_negatives(pools, mean_models, hard_margin, begin):
     features, _, _ = pool.rows()
     if begin:
       pool.rescore(features @ mean_models.weights[0, c] + mean_models.biases[0, c])
-    else:
+    elif not keep_easy:
       _, _, scores = pool.rows()
       hard = int((scores > hard_margin).sum())
       pool.truncate(min(max(hard, pool.capacity // 10), pool.capacity))

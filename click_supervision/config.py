@@ -125,8 +125,16 @@ class MilConfig:
       of them is kept).
     max_negatives: cap on each class's pool of hard negatives.
     hard_margin: mined negatives are proposals of negative images scoring above this.
+    keep_easy_negatives: keep negatives that became easy (scoring below `hard_margin`) while the
+      pool has room, instead of dropping them after each mining round; a model that no longer
+      sees them cannot forget them, which is one way the selections cycle (BUILD_NOTES).
+    model_momentum: beta in [0, 1): the appearance model of iteration t is beta x the model of
+      t - 1 + (1 - beta) x the model trained on t's selections (0 = the paper: each iteration's
+      model alone). Damps the two-cycle in which selections A train a model that picks B, and B
+      one that picks A again (BUILD_NOTES).
     seed: folds and negative sampling (`--mil_seed`; the clicks have their own `--seed`).
-    num_threads: SVMs trained in parallel.
+    num_threads: unused (kept so old configurations load); the SVMs of a class are solved
+      together with multithreaded matrix products.
   """
   num_folds: int = 10
   num_iterations: int = 5
@@ -150,6 +158,8 @@ class MilConfig:
   negatives_per_image: int = 20
   max_negatives: int = 5000
   hard_margin: float = -1.0
+  keep_easy_negatives: bool = False
+  model_momentum: float = 0.0
   seed: int = 0
   num_threads: int = 2
 
@@ -169,6 +179,8 @@ class MilConfig:
       raise ValueError(f'appearance_exponent must be > 0, not {self.appearance_exponent}')
     if self.svm_c <= 0 or self.svm_tol <= 0:
       raise ValueError(f'svm_c and svm_tol must be > 0, not {self.svm_c} and {self.svm_tol}')
+    if not 0 <= self.model_momentum < 1:
+      raise ValueError(f'model_momentum must be in [0, 1), not {self.model_momentum}')
     if self.size_exponent < 0:
       raise ValueError(f'size_exponent must be >= 0, not {self.size_exponent}')
     if self.trainer not in TRAINERS:

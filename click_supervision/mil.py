@@ -414,6 +414,11 @@ def iterate(problem, bags, state, trainer, pools, area_model, config, iteration,
                        progress=(lambda done, total: bar.update(1, total)) if bar else None)
   if bar:
     bar.close()
+  previous = (appearance.LinearModels(state.model_weights, state.model_biases)
+              if state.model_weights is not None else None)
+  models = models.blend(previous, config.model_momentum)
+  if config.model_momentum:
+    state.model_weights, state.model_biases = models.weights, models.biases
   mining = trainer.uses_mined_negatives
   mean_models = models.mean()
   if mining:
@@ -453,7 +458,8 @@ def iterate(problem, bags, state, trainer, pools, area_model, config, iteration,
   if bar:
     bar.close()
   if mining:
-    appearance.mine_hard_negatives(pools, mean_models, config.hard_margin, begin=False)
+    appearance.mine_hard_negatives(pools, mean_models, config.hard_margin, begin=False,
+                                   keep_easy=config.keep_easy_negatives)
   if config.near_miss_negatives:
     state.near_misses = _near_misses(near_collected, problem.num_classes,
                                      state.selected_features.shape[1])

@@ -40,6 +40,8 @@ class MilState:
     near_misses: list over classes of (features, folds), or None.
     lda_precision, lda_negative_means: the LDA trainer's background model, or None.
     zero_model_classes: int64 [k] classes without negative images (their model is zero).
+    model_weights, model_biases: the last iteration's appearance models (float32 [K, C, D],
+      [K, C]) when `model_momentum` blends them into the next, else None.
   """
   fingerprint: str
   iteration: int
@@ -60,6 +62,8 @@ class MilState:
   lda_negative_means: np.ndarray | None = None
   zero_model_classes: np.ndarray = dataclasses.field(
       default_factory=lambda: np.zeros(0, np.int64))
+  model_weights: np.ndarray | None = None
+  model_biases: np.ndarray | None = None
 
   def record_iteration(self, iteration, new_index, new_boxes, new_score, new_features):
     """Adopts an iteration's selections; returns the number that changed."""

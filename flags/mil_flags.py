@@ -124,6 +124,13 @@ NEAR_MISS_NEGATIVES = flags.DEFINE_integer(
 SVM_C = flags.DEFINE_float('svm_c', _MIL.svm_c, 'C of the linear SVMs.', lower_bound=0.0)
 SVM_TOL = flags.DEFINE_float('svm_tol', _MIL.svm_tol, 'Stopping tolerance of the linear SVMs '
                              '(liblinear\'s primal solver).', lower_bound=0.0)
+MODEL_MOMENTUM = flags.DEFINE_float('model_momentum', _MIL.model_momentum, 'beta: the appearance '
+                                    'model of an iteration is beta x the previous one + (1 - '
+                                    'beta) x the newly trained one (0 = the paper).',
+                                    lower_bound=0.0, upper_bound=0.99)
+KEEP_EASY_NEGATIVES = flags.DEFINE_bool('keep_easy_negatives', _MIL.keep_easy_negatives,
+                                        'Keep mined negatives that became easy while the pool '
+                                        'has room.')
 MIL_SEED = flags.DEFINE_integer('mil_seed', _MIL.seed, 'Seed of MIL\'s folds and negative '
                                 'sampling (apart from --seed, so click noise and MIL variance '
                                 'can be told apart).', lower_bound=0)

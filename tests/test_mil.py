@@ -488,3 +488,40 @@ def test_fold_svms_solved_together_match_liblinear():
   no_positives[:15, 0] = False
   weights, biases = appearance.fit_svms(features, labels, no_positives)
   assert not weights[0].any() and biases[0] == 0 and weights[1].any()
+
+
+def test_model_momentum_and_kept_negatives_resume_exactly(tmp_path):
+  records, class_names, bags = tiny_problem(tmp_path, seed=5)
+  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=3,
+                         model_momentum=0.5, keep_easy_negatives=True)
+  quiet = lambda m: None
+  reference = mil.run_mil(records, class_names, bags, {}, config, workdir=str(tmp_path / 'ref'),
+                          log=quiet)
+  assert reference['corloc'] == 1.0
+
+  def kill_after_first(iteration, info):
+    if iteration == 1:
+      raise KeyboardInterrupt('killed')
+
+  workdir = str(tmp_path / 'killed')
+  with pytest.raises(KeyboardInterrupt):
+    mil.run_mil(records, class_names, bags, {}, config, workdir=workdir, log=quiet,
+                on_iteration=kill_after_first)
+  state = mil_state.MilState.load(workdir, mil._fingerprint(  # pylint: disable=protected-access
+      mil._Problem.build(records, class_names, {}, config), bags, config, None), log=quiet)  # pylint: disable=protected-access
+  assert state.iteration == 1 and state.model_weights.shape == (2, 2, DIM)
+  resumed = mil.run_mil(records, class_names, bags, {}, config, workdir=workdir, log=quiet)
+  assert resumed['corloc_per_iteration'] == reference['corloc_per_iteration']
+  assert ({p: s['score'] for p, s in resumed['selections'].items()} ==
+          {p: s['score'] for p, s in reference['selections'].items()})
+
+
+def test_momentum_blends_models():
+  new = appearance.LinearModels(np.ones((1, 1, 2), np.float32), np.ones((1, 1), np.float32))
+  old = appearance.LinearModels(np.zeros((1, 1, 2), np.float32), np.full((1, 1), 3, np.float32))
+  blended = new.blend(old, 0.25)
+  np.testing.assert_allclose(blended.weights, 0.75)
+  np.testing.assert_allclose(blended.biases, 1.5)
+  assert new.blend(None, 0.5) is new and new.blend(old, 0.0) is new
+  with pytest.raises(ValueError, match='model_momentum'):
+    mil.MilConfig(model_momentum=1.0)
