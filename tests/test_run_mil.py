@@ -1,4 +1,4 @@
-"""End-to-end tests of the driver `run_mil.py` (data and clicks stages), run as a user would."""
+"""End-to-end tests of the driver `run_mil.py`, run as a user would (and once in process)."""
 
 import json
 import os
@@ -176,9 +176,13 @@ def test_default_run_with_no_flags(tmp_path):
   assert results['status'] == 'complete'
   assert results['proposals']['images_computed'] == 240
   assert results['features']['images_computed'] == 240
-  # The whole job ran: MIL localised every pair and the driver printed CorLoc.
+  # The whole job ran: MIL localised every pair and the driver printed CorLoc. Golden range
+  # around the measured 2-click class-mean CorLoc of the embedded default (BUILD_NOTES; clicks
+  # simulated at noise 0.1, seed 0), wide enough for BLAS differences between machines.
   assert any(line.startswith('CorLoc: ') for line in lines)
-  assert 0.0 <= results['corloc'] <= 1.0 and len(results['corloc_per_iteration']) >= 2
+  assert 0.72 <= results['corloc'] <= 0.90, results['corloc_per_iteration']
+  assert results['corloc'] >= results['corloc_per_iteration'][0] + 0.2
+  assert len(results['corloc_per_iteration']) >= 2
 
 
 def test_smoke_preset_runs_every_stage_and_reuses_the_cache(tmp_path):
@@ -192,7 +196,9 @@ def test_smoke_preset_runs_every_stage_and_reuses_the_cache(tmp_path):
   assert (first['trunk'], first['weights']) == ('efficientnet_lite0', 'imagenet')
   assert set(first['timings_s']) == {'data', 'clicks', 'proposals', 'features', 'mil'}
   # MIL outputs: CorLoc (printed and in results.json), localizations, TensorBoard, the mu(d) fit.
-  assert 0.0 <= first['corloc'] <= 1.0 and first['num_pairs'] == 23
+  # Golden range around the measured 0.647 (class mean; 0.652 pooled) of this 23-pair set.
+  assert 0.55 <= first['corloc'] <= 0.75 and first['num_pairs'] == 23
+  assert first['corloc_pooled'] == pytest.approx(15 / 23, abs=2.5 / 23)
   assert len(first['corloc_per_iteration']) >= 2 and 'corloc_cue_only' in first
   assert any(line.startswith('CorLoc: ') and 'simulated, noise 0.1, seed 0' in line
              for line in lines)
@@ -230,25 +236,94 @@ def test_workers_split_the_cached_stages(tmp_path):
                      '--shard_index=2 must be smaller than --num_shards=2')
 
 
-def test_mil_resumes_and_is_deterministic(tmp_path):
+def test_mil_killed_mid_run_resumes_and_is_byte_identical(tmp_path):
   cache = tmp_path / 'cache'
-  code, lines = run_driver('--preset=smoke', '--clicks=1', f'--workdir={tmp_path / "a"}',
+  args = ['--preset=smoke', '--clicks=1', '--mil_iterations=3', f'--cache_dir={cache}']
+  # A fresh, uninterrupted run.
+  code, lines = run_driver(*args[:-1], f'--workdir={tmp_path / "fresh"}', cache_dir=cache)
+  assert code == 0, lines
+  # The same run killed (SIGKILL) as soon as MIL's first iteration is saved.
+  process = subprocess.Popen(
+      [sys.executable, os.path.join(REPO, 'run_mil.py'), *args, f'--workdir={tmp_path / "k"}'],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  killed = False
+  for line in process.stdout:
+    if line.startswith('mil: iteration 1:'):
+      process.kill()
+      killed = True
+      break
+  process.wait(timeout=60)
+  assert killed and not (tmp_path / 'k' / 'localizations.jsonl').exists()
+  assert json.loads((tmp_path / 'k' / 'results.json').read_text())['status'] == 'running'
+  code, lines = run_driver(*args[:-1], f'--workdir={tmp_path / "k"}', cache_dir=cache)
+  assert code == 0 and any('resumed after iteration 1' in line for line in lines), lines
+  assert ((tmp_path / 'k' / 'localizations.jsonl').read_bytes() ==
+          (tmp_path / 'fresh' / 'localizations.jsonl').read_bytes())
+  # Fewer iterations than the checkpoint holds: exactly that many are reported.
+  code, lines = run_driver(*args[:-1], '--mil_iterations=1', f'--workdir={tmp_path / "k"}',
                            cache_dir=cache)
   assert code == 0, lines
-  # The same command again resumes from the checkpoint; a fresh workdir recomputes. All three
-  # give identical localizations.
-  code, again = run_driver('--preset=smoke', '--clicks=1', f'--workdir={tmp_path / "a"}',
-                           cache_dir=cache)
-  assert code == 0 and any('resumed after iteration' in line for line in again), again
-  code, _ = run_driver('--preset=smoke', '--clicks=1', f'--workdir={tmp_path / "b"}',
-                       cache_dir=cache)
-  def localizations(workdir):
-    rows = [json.loads(line) for line in (workdir / 'localizations.jsonl').read_text().splitlines()]
-    # Scores may differ in the last float digits (multithreaded BLAS sums in another order); the
-    # boxes, proposal indices and iterations must not.
-    return [{k: v for k, v in row.items() if k != 'score'} for row in rows]
+  results = json.loads((tmp_path / 'k' / 'results.json').read_text())
+  assert results['num_iterations'] == 1 and len(results['corloc_per_iteration']) == 2
+  # A damaged checkpoint costs recomputation only, and the status tells the truth throughout.
+  checkpoint = tmp_path / 'k' / 'mil_checkpoint.npz'
+  checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+  code, lines = run_driver(*args[:-1], f'--workdir={tmp_path / "k"}', cache_dir=cache)
+  assert code == 0 and any('damaged checkpoint' in line for line in lines), lines
+  assert json.loads((tmp_path / 'k' / 'results.json').read_text())['status'] == 'complete'
+  assert ((tmp_path / 'k' / 'localizations.jsonl').read_bytes() ==
+          (tmp_path / 'fresh' / 'localizations.jsonl').read_bytes())
 
-  assert localizations(tmp_path / 'a') == localizations(tmp_path / 'b')
+
+def test_a_failed_run_says_so_in_results(tmp_path):
+  cache = tmp_path / 'cache'
+  workdir = tmp_path / 'w'
+  code, _ = run_driver('--preset=smoke', '--stages=data', f'--workdir={workdir}', cache_dir=cache)
+  assert code == 0
+  assert json.loads((workdir / 'results.json').read_text())['status'] == 'complete'
+  # Real clicks from a file that does not exist: the run fails after the data stage.
+  expect_clean_error(['--preset=smoke', '--clicks=1', '--click_source=/nonexistent.jsonl',
+                      f'--workdir={workdir}'], cache, '/nonexistent.jsonl')
+  results = json.loads((workdir / 'results.json').read_text())
+  assert results['status'] == 'failed' and 'nonexistent' in results['error']
+
+
+def test_run_in_process_on_the_smoke_set(tmp_path):
+  """`run(config)` called from Python, as the tests of a library user would, without flags."""
+  # pylint: disable=g-import-not-at-top
+  import dataclasses
+  import run_mil
+  from click_supervision import config as config_lib
+  config = config_lib.Config(
+      data=config_lib.DataConfig(dataset='synthetic:smoke', cache_dir=str(tmp_path / 'cache')),
+      clicks=config_lib.ClickConfig(num_clicks=1),
+      proposals=dataclasses.replace(config_lib.proposals_lib.ProposalConfig(), max_boxes=200),
+      features=config_lib.FeatureConfig(short_side=0),
+      mil=config_lib.MilConfig(num_folds=3, num_iterations=2), workdir=str(tmp_path / 'run'))
+  results_path = run_mil.run(config)
+  results = json.loads(open(results_path).read())
+  assert results['status'] == 'complete' and results['num_pairs'] == 23
+  assert 0.45 <= results['corloc'] <= 0.75  # Golden range (1 click, noise 0.1, seed 0).
+  assert results['corloc'] > results['corloc_per_iteration'][0]
+  assert len((tmp_path / 'run' / 'localizations.jsonl').read_text().splitlines()) == 23
+
+
+def test_seeds_are_separate_and_validated(tmp_path):
+  cache = tmp_path / 'cache'
+  expect_clean_error(['--seed=-1'], cache, '--seed', '-1')
+  expect_clean_error(['--mil_seed=-3'], cache, '--mil_seed')
+  expect_clean_error(['--clicks=3'], cache, '--clicks')
+  # --mil_seed changes MIL's folds but not the clicks; --seed changes the clicks.
+  runs = {}
+  for name, extra in (('base', []), ('mil7', ['--mil_seed=7']), ('seed7', ['--seed=7'])):
+    code, lines = run_driver('--preset=smoke', '--clicks=1', '--stages=data,clicks,proposals,'
+                             'features,mil', f'--workdir={tmp_path / name}', *extra,
+                             cache_dir=cache)
+    assert code == 0, lines
+    runs[name] = ((tmp_path / name / 'clicks_simulated.jsonl').read_text(),
+                  json.loads((tmp_path / name / 'results.json').read_text()))
+  assert runs['mil7'][0] == runs['base'][0] and runs['seed7'][0] != runs['base'][0]
+  assert runs['mil7'][1]['mil_seed'] == 7 and runs['mil7'][1]['seed'] == 0
 
 
 def test_click_file_from_the_collection_tool_trains_with_its_gold_pairs(tmp_path):
