@@ -233,6 +233,13 @@ def voc_ap(detections, records, num_classes, iou_threshold=0.5, use_11_point=Tru
           'num_positives': num_positives}
 
 
+def coco_ground_truth(images, categories, annotations):
+  """The COCO-format dict pycocotools evaluates against. `info` is required by pycocotools
+  2.0.9 and 2.0.10 (`loadRes` copies it; 2.0.11 no longer needs it), both allowed by setup.py."""
+  return {'info': {'description': 'click_supervision ground truth'}, 'licenses': [],
+          'images': images, 'categories': categories, 'annotations': annotations}
+
+
 def coco_ap(detections, records, class_names):
   """COCO box AP computed by pycocotools from in-memory ground truth.
 
@@ -301,13 +308,13 @@ def coco_ap(detections, records, class_names):
 
   with contextlib.redirect_stdout(io.StringIO()):
     coco_gt = COCO()
-    coco_gt.dataset = {'images': images, 'categories': categories, 'annotations': annotations}
+    coco_gt.dataset = coco_ground_truth(images, categories, annotations)
     coco_gt.createIndex()
     if results:
       coco_dt = coco_gt.loadRes(results)
     else:
       coco_dt = COCO()
-      coco_dt.dataset = {'images': images, 'categories': categories, 'annotations': []}
+      coco_dt.dataset = coco_ground_truth(images, categories, [])
       coco_dt.createIndex()
     coco_eval = COCOeval(coco_gt, coco_dt, iouType='bbox')
     coco_eval.evaluate()

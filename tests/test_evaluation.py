@@ -257,6 +257,13 @@ def test_coco_ap_perfect_detections():
   assert math.isnan(result['ap_large'])
 
 
+def test_coco_ground_truth_has_the_keys_older_pycocotools_need():
+  # pycocotools 2.0.9 and 2.0.10 (allowed by setup.py) copy `info` in loadRes.
+  truth = evaluation.coco_ground_truth([{'id': 1, 'height': 5, 'width': 5}], [], [])
+  assert isinstance(truth['info'], dict) and truth['licenses'] == []
+  assert set(truth) == {'info', 'licenses', 'images', 'categories', 'annotations'}
+
+
 def test_coco_ap_no_detections():
   records = [_record('a', [BOX_A], [0])]
   result = evaluation.coco_ap([], records, CLASS_NAMES)
