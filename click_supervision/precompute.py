@@ -22,10 +22,10 @@ import dataclasses
 import time
 
 import numpy as np
-import tqdm
 
 from click_supervision import cache as cache_lib
 from click_supervision import config as config_lib
+from click_supervision import progress as progress_lib
 from click_supervision.datasets import images as images_lib
 
 # Bump when the code that fills a cache changes its result; part of the cache keys.
@@ -83,7 +83,7 @@ def _fill(cache, compute_image, records_by_id, num_workers, worker_index, desc, 
   log(f'{desc}: {len(missing)} of {cache.num_shards} shards to compute ({todo} images'
       + (f', {done} cached' if done else '') + f') in {cache.dir}')
   start = time.time()
-  with tqdm.tqdm(total=todo, desc=desc, unit='img', mininterval=2.0) as bar:
+  with progress_lib.factory(log)(todo, desc) as bar:
     for shard in missing:
       per_image = {}
       for image_id in cache.shard_image_ids(shard):
