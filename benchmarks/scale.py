@@ -6,7 +6,8 @@ trainval (5,011 images) and COCO train2017 (118,287).
       --sizes=125,250,500,1000 --workdir=runs/scale --out=scale.json
 
 Each size is a nested subset (the first N ids of the split file) exposed as a VOC folder of
-symbolic links with its own split file, run cold (its own cache) with the real driver in three
+symbolic links with its own split file, run cold (its own cache, unless --cache_dir) with the
+real driver in three
 processes, so each stage's peak resident memory is measured on its own (GNU `time`'s maximum
 RSS): `data,clicks,proposals`, then `features`, then `mil`. Clicks are simulated (two, noise 0.1,
 instance `area`, seed 0) unless other driver flags are passed after `--`.
@@ -62,6 +63,9 @@ def main():
   parser.add_argument('--split', default='trainval')
   parser.add_argument('--sizes', default='125,250,500,1000')
   parser.add_argument('--workdir', default=os.path.join('runs', 'scale'))
+  parser.add_argument('--cache_dir', default='',
+                      help='one cache for every size (default: a cold cache per size); a size '
+                           'whose images are already cached reports 0 s for those stages')
   parser.add_argument('--out', default='')
   args, extra = parser.parse_known_args()
   if not args.dataset.startswith('voc:'):
@@ -72,7 +76,8 @@ def main():
   for size in sorted(int(s) for s in args.sizes.split(',')):
     folder = os.path.join(workdir, f'voc{size}')
     split = subset_folder(voc_root, args.split, size, folder)
-    cache = os.path.join(workdir, f'cache{size}')
+    cache = os.path.abspath(args.cache_dir) if args.cache_dir else os.path.join(workdir,
+                                                                                f'cache{size}')
     run_dir = os.path.join(workdir, f'run{size}')
     row = {'images': size, 'wall_s': {}, 'peak_rss_bytes': {}}
     for stage, stages in STEPS:
@@ -82,13 +87,14 @@ def main():
       with open(os.path.join(run_dir, 'results.json')) as f:
         results = json.load(f)
       row['wall_s'][stage] = results['timings_s'].get(stage, 0.0)
+      if stage in ('proposals', 'features'):
+        row.setdefault('images_computed', {})[stage] = results[stage]['images_computed']
       print(f'{size} images, {stage}: {row["wall_s"][stage]:.0f} s, peak RSS '
             f'{row["peak_rss_bytes"][stage] / 2**30:.2f} GiB', flush=True)
     row['corloc'] = results.get('corloc')
     row['num_pairs'] = results.get('num_pairs')
     row['cache_bytes_per_image'] = {
-        name: folder_bytes(os.path.join(cache, name)) / size
-        for name in ('proposals', 'trunk_maps', 'features') if os.path.isdir(os.path.join(cache, name))}
+        stage: folder_bytes(results[stage]['cache']) / size for stage in ('proposals', 'features')}
     rows.append(row)
 
   print('\n| images | pairs | proposals s | features s | MIL s | peak RSS proposals / features / '

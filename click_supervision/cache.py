@@ -40,9 +40,11 @@ def cache_key(params, image_files):
   Args:
     params: dict of every parameter that changes the stage's result.
     image_files: list of `(image_id, path)`; the file size is added so a replaced image changes
-      the key.
+      the key. Paths count by their real path, so a folder of symbolic links to the same photos
+      (a subset view) shares the cache of the photos themselves.
   """
-  files = [(image_id, os.path.abspath(path), os.path.getsize(path)) for image_id, path in image_files]
+  files = [(image_id, os.path.realpath(path), os.path.getsize(path))
+           for image_id, path in image_files]
   blob = json.dumps({'params': params, 'files': files}, sort_keys=True).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -111,3 +111,12 @@ def test_write_checks_the_shard_images(tmp_path):
   cache = cache_lib.ShardedCache(str(tmp_path / 'c'), 'p', {}, _image_files(tmp_path, 4), 2)
   with pytest.raises(ValueError, match='shard 0 expects images'):
     cache.write_shard(0, {'id0': _payload('id0')})
+
+
+def test_a_folder_of_links_to_the_same_photos_shares_the_key(tmp_path):
+  (tmp_path / 'photos').mkdir()
+  (tmp_path / 'photos' / 'a.jpg').write_bytes(b'abc')
+  (tmp_path / 'view').symlink_to(tmp_path / 'photos')
+  direct = cache_lib.cache_key({'p': 1}, [('a', str(tmp_path / 'photos' / 'a.jpg'))])
+  linked = cache_lib.cache_key({'p': 1}, [('a', str(tmp_path / 'view' / 'a.jpg'))])
+  assert direct == linked
