@@ -100,6 +100,12 @@ def config_from_flags():
         keep_easy_negatives=mil_flags.KEEP_EASY_NEGATIVES.value, seed=mil_flags.MIL_SEED.value)
   except ValueError as e:  # MilConfig names the bad field; absl's bounds cannot say "> 0".
     raise UserError(f'MIL flags: {e}') from None
+  # Inputs named by flags are checked here, before any stage runs.
+  datasets.check_spec(data.dataset)
+  if mil_flags.AREA_FIT_DATA.value not in ('auto', 'synthetic', 'shipped'):
+    datasets.check_spec(mil_flags.AREA_FIT_DATA.value, '--area_fit_data')
+  if click_config.source != 'simulated' and not os.path.isfile(click_config.source):
+    raise UserError(f'--click_source={click_config.source}: no such file (or "simulated")')
   workdir = mil_flags.WORKDIR.value or os.path.join(
       'runs', f'{datasets.dataset_slug(data.dataset)}_{data.split}_clicks{click_config.num_clicks}'
       f'_seed{click_config.seed}')

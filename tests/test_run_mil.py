@@ -281,11 +281,25 @@ def test_a_failed_run_says_so_in_results(tmp_path):
   code, _ = run_driver('--preset=smoke', '--stages=data', f'--workdir={workdir}', cache_dir=cache)
   assert code == 0
   assert json.loads((workdir / 'results.json').read_text())['status'] == 'complete'
-  # Real clicks from a file that does not exist: the run fails after the data stage.
-  expect_clean_error(['--preset=smoke', '--clicks=1', '--click_source=/nonexistent.jsonl',
-                      f'--workdir={workdir}'], cache, '/nonexistent.jsonl')
+  # A click file that is not one: the run fails in the clicks stage, after the data stage.
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text('not a click file\n')
+  expect_clean_error(['--preset=smoke', '--clicks=1', f'--click_source={bad}',
+                      f'--workdir={workdir}'], cache, str(bad))
   results = json.loads((workdir / 'results.json').read_text())
-  assert results['status'] == 'failed' and 'nonexistent' in results['error']
+  assert results['status'] == 'failed' and str(bad) in results['error']
+
+
+def test_inputs_named_by_flags_are_checked_before_any_stage(tmp_path):
+  cache = tmp_path / 'cache'
+  for args, fragment in ((['--click_source=/nonexistent.jsonl'], 'no such file'),
+                         (['--area_fit_data=vco:/x'], 'is not a data source'),
+                         (['--area_fit_data=voc:/nonexistent'], 'does not exist'),
+                         (['--dataset=voc:/nonexistent'], 'does not exist')):
+    line = expect_clean_error(['--preset=smoke', f'--workdir={tmp_path / "w"}', *args], cache,
+                              fragment)
+    assert 'workdir' not in line
+  assert not (tmp_path / 'w').exists()  # Nothing ran, not even the data stage.
 
 
 def test_run_in_process_on_the_smoke_set(tmp_path):

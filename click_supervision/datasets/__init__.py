@@ -58,6 +58,21 @@ def load_dataset(spec, split, cache_dir, skip_bad_records=False, tfds_data_dir=N
   raise UserError(f'--dataset={spec!r} is not a data source; use one of: {DATASET_HELP}')
 
 
+def check_spec(spec, flag='--dataset'):
+  """Raises UserError unless `spec` names a data source (checked before any stage runs: a typo
+  should not surface after an hour of proposals). Paths of `voc:` / `coco:` must exist."""
+  if spec in ('synthetic', 'synthetic:smoke', 'voc2007', 'coco2017'):
+    return
+  for kind in ('voc:', 'coco:'):
+    if spec.startswith(kind):
+      path = os.path.expanduser(spec[len(kind):].split('.json:', 1)[0] +
+                                ('.json' if '.json:' in spec else ''))
+      if not os.path.exists(path):
+        raise UserError(f'{flag}={spec}: {path} does not exist')
+      return
+  raise UserError(f'{flag}={spec!r} is not a data source; use one of: {DATASET_HELP}')
+
+
 def dataset_slug(spec):
   """A short file-name-safe name for a `--dataset` value (used in default folder names)."""
   if ':' in spec:
