@@ -132,6 +132,9 @@ class MilConfig:
       t - 1 + (1 - beta) x the model trained on t's selections (0 = the paper: each iteration's
       model alone). Damps the two-cycle in which selections A train a model that picks B, and B
       one that picks A again (BUILD_NOTES).
+    average_models: the appearance model of iteration t is the mean of the models trained in
+      iterations 1..t (beta = (t - 1) / t; overrides `model_momentum`): early iterations move
+      freely, later ones less and less, so the selections settle (BUILD_NOTES).
     seed: folds and negative sampling (`--mil_seed`; the clicks have their own `--seed`).
     num_threads: unused (kept so old configurations load); the SVMs of a class are solved
       together with multithreaded matrix products.
@@ -160,6 +163,7 @@ class MilConfig:
   hard_margin: float = -1.0
   keep_easy_negatives: bool = False
   model_momentum: float = 0.0
+  average_models: bool = False
   seed: int = 0
   num_threads: int = 2
 

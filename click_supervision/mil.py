@@ -416,8 +416,9 @@ def iterate(problem, bags, state, trainer, pools, area_model, config, iteration,
     bar.close()
   previous = (appearance.LinearModels(state.model_weights, state.model_biases)
               if state.model_weights is not None else None)
-  models = models.blend(previous, config.model_momentum)
-  if config.model_momentum:
+  momentum = (iteration - 1) / iteration if config.average_models else config.model_momentum
+  models = models.blend(previous, momentum)
+  if config.average_models or config.model_momentum:
     state.model_weights, state.model_biases = models.weights, models.biases
   mining = trainer.uses_mined_negatives
   mean_models = models.mean()

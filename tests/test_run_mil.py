@@ -368,7 +368,8 @@ def test_click_file_from_the_collection_tool_trains_with_its_gold_pairs(tmp_path
   assert area_model['source'].startswith(f'gold pairs of {out}: ')
   assert 3 <= area_model['num_pairs'] <= 12  # Half of the 23 pairs are gold.
   results = json.loads((tmp_path / 'run' / 'results.json').read_text())
-  assert results['click_source'] == out and 0.0 <= results['corloc'] <= 1.0
+  # Golden range around the measured 0.647 (class mean; the simulator's clicks entered by hand).
+  assert results['click_source'] == out and 0.55 <= results['corloc'] <= 0.75
   assert any(line.startswith('CorLoc: ') and f'from {out}' in line for line in lines)
 
   # A click file without gold pairs cannot fit mu(d): one clear line, or the cue switched off.
