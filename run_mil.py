@@ -97,7 +97,7 @@ def config_from_flags():
         rerank_top=mil_flags.RERANK_TOP.value,
         near_miss_negatives=mil_flags.NEAR_MISS_NEGATIVES.value, svm_c=mil_flags.SVM_C.value,
         svm_tol=mil_flags.SVM_TOL.value, model_momentum=mil_flags.MODEL_MOMENTUM.value,
-        average_models=mil_flags.AVERAGE_MODELS.value,
+        average_models_from=mil_flags.AVERAGE_MODELS_FROM.value,
         keep_easy_negatives=mil_flags.KEEP_EASY_NEGATIVES.value, seed=mil_flags.MIL_SEED.value)
   except ValueError as e:  # MilConfig names the bad field; absl's bounds cannot say "> 0".
     raise UserError(f'MIL flags: {e}') from None

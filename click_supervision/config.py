@@ -132,9 +132,11 @@ class MilConfig:
       t - 1 + (1 - beta) x the model trained on t's selections (0 = the paper: each iteration's
       model alone). Damps the two-cycle in which selections A train a model that picks B, and B
       one that picks A again (BUILD_NOTES).
-    average_models: the appearance model of iteration t is the mean of the models trained in
-      iterations 1..t (beta = (t - 1) / t; overrides `model_momentum`): early iterations move
-      freely, later ones less and less, so the selections settle (BUILD_NOTES).
+    average_models_from: 0 (off) or a: from iteration a on, the appearance model of iteration t
+      is the mean of the models trained in iterations a..t (overrides `model_momentum`), so
+      each iteration moves the model less than the one before and the selections settle
+      instead of cycling. 2 by default: the model of iteration 1, trained on the initial
+      selections (whole images without clicks), is left out of the mean (BUILD_NOTES).
     seed: folds and negative sampling (`--mil_seed`; the clicks have their own `--seed`).
     num_threads: unused (kept so old configurations load); the SVMs of a class are solved
       together with multithreaded matrix products.
@@ -163,7 +165,7 @@ class MilConfig:
   hard_margin: float = -1.0
   keep_easy_negatives: bool = False
   model_momentum: float = 0.0
-  average_models: bool = False
+  average_models_from: int = 2
   seed: int = 0
   num_threads: int = 2
 
@@ -183,6 +185,8 @@ class MilConfig:
       raise ValueError(f'appearance_exponent must be > 0, not {self.appearance_exponent}')
     if self.svm_c <= 0 or self.svm_tol <= 0:
       raise ValueError(f'svm_c and svm_tol must be > 0, not {self.svm_c} and {self.svm_tol}')
+    if self.average_models_from < 0:
+      raise ValueError(f'average_models_from must be >= 0, not {self.average_models_from}')
     if not 0 <= self.model_momentum < 1:
       raise ValueError(f'model_momentum must be in [0, 1), not {self.model_momentum}')
     if self.size_exponent < 0:

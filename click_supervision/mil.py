@@ -398,6 +398,19 @@ def _trainer(config, num_classes, state):
                                tol=config.svm_tol)
 
 
+def model_momentum_at(iteration, config):
+  """beta of iteration `iteration`: the weight of the previous model in the blend.
+
+  With `average_models_from` = a > 0: 0 up to iteration a (each keeps its own model), then
+  (t - a) / (t - a + 1), which makes the model of iteration t the mean of those trained in
+  iterations a..t. Else the constant `model_momentum`.
+  """
+  start = config.average_models_from
+  if not start:
+    return config.model_momentum
+  return (iteration - start) / (iteration - start + 1) if iteration > start else 0.0
+
+
 def iterate(problem, bags, state, trainer, pools, area_model, config, iteration, progress=None):
   """One MIL iteration: re-training, then re-localisation of every pair and hard-negative
   mining in one pass over the images. Updates `state` and `pools` in place.
@@ -416,9 +429,8 @@ def iterate(problem, bags, state, trainer, pools, area_model, config, iteration,
     bar.close()
   previous = (appearance.LinearModels(state.model_weights, state.model_biases)
               if state.model_weights is not None else None)
-  momentum = (iteration - 1) / iteration if config.average_models else config.model_momentum
-  models = models.blend(previous, momentum)
-  if config.average_models or config.model_momentum:
+  models = models.blend(previous, model_momentum_at(iteration, config))
+  if config.average_models_from or config.model_momentum:
     state.model_weights, state.model_biases = models.weights, models.biases
   mining = trainer.uses_mined_negatives
   mean_models = models.mean()

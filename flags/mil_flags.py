@@ -128,9 +128,10 @@ MODEL_MOMENTUM = flags.DEFINE_float('model_momentum', _MIL.model_momentum, 'beta
                                     'model of an iteration is beta x the previous one + (1 - '
                                     'beta) x the newly trained one (0 = the paper).',
                                     lower_bound=0.0, upper_bound=0.99)
-AVERAGE_MODELS = flags.DEFINE_bool('average_models', _MIL.average_models, 'The appearance model '
-                                    'of iteration t is the mean of the models trained in '
-                                    'iterations 1..t (overrides --model_momentum).')
+AVERAGE_MODELS_FROM = flags.DEFINE_integer(
+    'average_models_from', _MIL.average_models_from, 'From this iteration on, the appearance '
+    'model is the mean of the models trained since (0 = off; overrides --model_momentum).',
+    lower_bound=0)
 KEEP_EASY_NEGATIVES = flags.DEFINE_bool('keep_easy_negatives', _MIL.keep_easy_negatives,
                                         'Keep mined negatives that became easy while the pool '
                                         'has room.')

@@ -493,7 +493,7 @@ def test_fold_svms_solved_together_match_liblinear():
 def test_model_momentum_and_kept_negatives_resume_exactly(tmp_path):
   records, class_names, bags = tiny_problem(tmp_path, seed=5)
   config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=3,
-                         model_momentum=0.5, keep_easy_negatives=True)
+                         model_momentum=0.5, average_models_from=0, keep_easy_negatives=True)
   quiet = lambda m: None
   reference = mil.run_mil(records, class_names, bags, {}, config, workdir=str(tmp_path / 'ref'),
                           log=quiet)
@@ -525,3 +525,15 @@ def test_momentum_blends_models():
   assert new.blend(None, 0.5) is new and new.blend(old, 0.0) is new
   with pytest.raises(ValueError, match='model_momentum'):
     mil.MilConfig(model_momentum=1.0)
+
+
+def test_models_are_averaged_from_the_second_iteration():
+  config = mil.MilConfig()
+  assert config.average_models_from == 2
+  # Iterations 1 and 2 keep their own models; 3 is the mean of 2 and 3, 4 of 2..4, 5 of 2..5.
+  assert [mil.model_momentum_at(t, config) for t in (1, 2, 3, 4, 5)] == [0, 0, 1 / 2, 2 / 3,
+                                                                         3 / 4]
+  # A constant momentum applies only with the averaging off.
+  off = mil.MilConfig(average_models_from=0, model_momentum=0.3)
+  assert mil.model_momentum_at(4, off) == 0.3
+  assert mil.model_momentum_at(4, dataclasses.replace(off, average_models_from=1)) == 3 / 4
