@@ -18,6 +18,13 @@ from click_supervision.datasets import records as records_lib
 DIM = 8
 
 
+def _kill_after_first(iteration, info):
+  """An `on_iteration` callback that stops a run as a kill would, after iteration 1's save."""
+  del info
+  if iteration == 1:
+    raise KeyboardInterrupt('killed')
+
+
 def tiny_problem(tmp_path, num_images=16, seed=0):
   """Images of 40 x 40 px, each with one object of class i % 2 at a known proposal.
 
@@ -218,14 +225,10 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
   reference = mil.run_mil(records, class_names, bags, {}, config,
                           workdir=str(tmp_path / 'ref'), log=quiet)
 
-  def kill_after_first(iteration, info):
-    if iteration == 1:
-      raise KeyboardInterrupt('killed')
-
   workdir = tmp_path / 'killed'
   with pytest.raises(KeyboardInterrupt):
     mil.run_mil(records, class_names, bags, {}, config, workdir=str(workdir),
-                log=quiet, on_iteration=kill_after_first)
+                log=quiet, on_iteration=_kill_after_first)
   messages = []
   resumed = mil.run_mil(records, class_names, bags, {}, config,
                         workdir=str(workdir), log=messages.append)
@@ -291,14 +294,10 @@ def test_near_misses_train_and_resume(tmp_path, trainer):
                           workdir=str(tmp_path / 'ref'), log=quiet)
   assert reference['corloc'] == 1.0
 
-  def kill_after_first(iteration, info):
-    if iteration == 1:
-      raise KeyboardInterrupt('killed')
-
   workdir = str(tmp_path / 'killed')
   with pytest.raises(KeyboardInterrupt):
     mil.run_mil(records, class_names, bags, {}, config, workdir=workdir,
-                log=quiet, on_iteration=kill_after_first)
+                log=quiet, on_iteration=_kill_after_first)
   resumed = mil.run_mil(records, class_names, bags, {}, config, workdir=workdir,
                         log=quiet)
   assert resumed['corloc_per_iteration'] == reference['corloc_per_iteration']
@@ -499,14 +498,10 @@ def test_model_momentum_and_kept_negatives_resume_exactly(tmp_path):
                           log=quiet)
   assert reference['corloc'] == 1.0
 
-  def kill_after_first(iteration, info):
-    if iteration == 1:
-      raise KeyboardInterrupt('killed')
-
   workdir = str(tmp_path / 'killed')
   with pytest.raises(KeyboardInterrupt):
     mil.run_mil(records, class_names, bags, {}, config, workdir=workdir, log=quiet,
-                on_iteration=kill_after_first)
+                on_iteration=_kill_after_first)
   state = mil_state.MilState.load(workdir, mil._fingerprint(  # pylint: disable=protected-access
       mil._Problem.build(records, class_names, {}, config), bags, config, None), log=quiet)  # pylint: disable=protected-access
   assert state.iteration == 1 and state.model_weights.shape == (2, 2, DIM)
