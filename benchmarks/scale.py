@@ -110,14 +110,19 @@ def main():
     ratio = large['peak_rss_bytes']['mil'] / small['peak_rss_bytes']['mil']
     print(f"\nMIL peak RSS at {large['images']} images / at {small['images']}: {ratio:.2f} "
           f"(target <= 1.2)")
-    largest = rows[-1]
-    per_image = {s: largest['wall_s'][s] / largest['images'] for s, _ in STEPS}
-    cache_per_image = sum(largest['cache_bytes_per_image'].values())
+    # Per stage, the largest size that computed it cold (a reused cache says nothing of time).
+    per_image = {}
+    for stage, _ in STEPS:
+      cold = [r for r in rows if stage == 'mil' or
+              r.get('images_computed', {}).get(stage) == r['images']]
+      if cold:
+        per_image[stage] = cold[-1]['wall_s'][stage] / cold[-1]['images']
+    cache_per_image = sum(rows[-1]['cache_bytes_per_image'].values())
     for name, count in EXTRAPOLATE.items():
-      hours = {s: per_image[s] * count / 3600 for s in per_image}
-      print(f'{name} ({count} images), linear in images from the {largest["images"]}-image run: '
-            f'proposals {hours["proposals"]:.1f} h, features {hours["features"]:.1f} h, MIL '
-            f'{hours["mil"]:.1f} h on this machine; cache {cache_per_image * count / 1e9:.1f} GB')
+      hours = ', '.join(f'{stage} {seconds * count / 3600:.1f} h'
+                        for stage, seconds in per_image.items())
+      print(f'{name} ({count} images), linear in images from the largest cold run of each '
+            f'stage: {hours} on this machine; cache {cache_per_image * count / 1e9:.1f} GB')
   if args.out:
     with open(args.out, 'w') as f:
       json.dump({'dataset': args.dataset, 'split': args.split, 'extra_flags': extra,
