@@ -33,9 +33,14 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 MAX_IMAGE_PIXELS = 50_000_000
 
 # Pillow's own guard, set from the same number in this one place: it warns above the limit and
-# raises DecompressionBombError above twice it, inside `Image.open`; `_open_checked` turns both
-# into the DataError of `_check_pixel_count`.
+# raises DecompressionBombError above twice it, inside `Image.open`, which `_open_checked` turns
+# into a DataError like `_check_pixel_count`'s.
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# Between 1x and 2x the limit Pillow only warns; `_check_pixel_count` refuses those images from
+# the header, so the warning adds nothing. (Turning it into an error per call with
+# `warnings.catch_warnings` is not thread-safe: the image check decodes in threads, and the same
+# image got one message or the other by chance.)
+warnings.filterwarnings('ignore', category=Image.DecompressionBombWarning)
 
 
 def _check_pixel_count(path, width, height):
@@ -52,15 +57,13 @@ def _open_checked(path):
   The size is checked from the header (`Image.open` reads no pixels) before `load` decodes.
   """
   try:
-    with warnings.catch_warnings():
-      warnings.simplefilter('error', Image.DecompressionBombWarning)
-      image = Image.open(path)
-      try:
-        _check_pixel_count(path, *image.size)
-      except DataError:
-        image.close()  # The raised error's traceback keeps `image` alive: free the file now.
-        raise
-      image.load()  # Decodes all pixel data: this is where truncation is detected.
+    image = Image.open(path)
+    try:
+      _check_pixel_count(path, *image.size)
+    except DataError:
+      image.close()  # The raised error's traceback keeps `image` alive: free the file now.
+      raise
+    image.load()  # Decodes all pixel data: this is where truncation is detected.
   except FileNotFoundError:
     raise DataError(path, 'image file not found') from None
   except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
