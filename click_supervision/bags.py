@@ -154,15 +154,14 @@ class RoiFeatureBags(_BagSource):
   def _bag(self, image_id, proposal_data, feature_data):
     boxes, scores = self._boxes(image_id, proposal_data)
     feats = np.asarray(feature_data['features'], np.float32)
-    if len(boxes) > len(feats):
-      from click_supervision import boxes as box_lib  # pylint: disable=g-import-not-at-top
+    if len(boxes) > len(feats):  # The appended whole-image box borrows its nearest row.
       if len(feats):
+        from click_supervision import boxes as box_lib  # pylint: disable=g-import-not-at-top
         nearest = int(np.argmax(box_lib.pairwise_iou(boxes[-1:], boxes[:-1])[0]))
         extra = feats[nearest:nearest + 1]
       else:
-        extra = np.zeros((1, feats.shape[1] if feats.ndim == 2 else 1), np.float32)
-      feats = np.concatenate([feats.reshape(len(feats), -1) if len(feats) else
-                              np.zeros((0, extra.shape[1]), np.float32), extra])
+        extra = np.zeros((1, feats.shape[-1]), np.float32)
+      feats = np.concatenate([feats.reshape(-1, extra.shape[1]), extra])
     return Bag(image_id, boxes, scores, l2_normalize(feats))
 
 

@@ -138,8 +138,7 @@ class MilConfig:
       instead of cycling. 2 by default: the model of iteration 1, trained on the initial
       selections (whole images without clicks), is left out of the mean (BUILD_NOTES).
     seed: folds and negative sampling (`--mil_seed`; the clicks have their own `--seed`).
-    num_threads: unused (kept so old configurations load); the SVMs of a class are solved
-      together with multithreaded matrix products.
+
   """
   num_folds: int = 10
   num_iterations: int = 5
@@ -167,7 +166,6 @@ class MilConfig:
   model_momentum: float = 0.0
   average_models_from: int = 2
   seed: int = 0
-  num_threads: int = 2
 
   def __post_init__(self):
     unknown = set(self.cues) - set(CUES)

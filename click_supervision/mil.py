@@ -259,10 +259,10 @@ class _Problem:
 
 
 def _fingerprint(problem, bags, config, area_model):
-  """What a checkpoint must match to be resumed (num_iterations and threads left out: a rerun
+  """What a checkpoint must match to be resumed (num_iterations left out: a rerun
   asking for more iterations continues the old run, one asking for fewer reports fewer)."""
   return hashlib.sha256(json.dumps(
-      {'config': dict(dataclasses.asdict(config), num_iterations=None, num_threads=None),
+      {'config': dict(dataclasses.asdict(config), num_iterations=None),
        'bags': bags.key, 'pairs': problem.pairs, 'version': mil_state.VERSION,
        'area_model': area_model.to_dict() if area_model else None,
        'clicks': {f'{p[0]}/{p[1]}': v.round(3).tolist() for p, v in problem.clicks.items()}},

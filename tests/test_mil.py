@@ -206,7 +206,7 @@ def test_lda_points_from_background_to_the_positives():
                          [('svm', 'sum')])
 def test_tiny_problem_is_solved_without_clicks(tmp_path, trainer, fusion):
   records, class_names, bags = tiny_problem(tmp_path)
-  config = mil.MilConfig(num_folds=2, num_iterations=4, negatives_per_image=6, num_threads=1,
+  config = mil.MilConfig(num_folds=2, num_iterations=4, negatives_per_image=6,
                          trainer=trainer, fusion=fusion)
   result = mil.run_mil(records, class_names, bags, {}, config, log=lambda m: None)
   # Initialisation = whole image (IoU with the 10 x 10 objects < 0.5); MIL finds every object.
@@ -220,7 +220,7 @@ def test_tiny_problem_is_solved_without_clicks(tmp_path, trainer, fusion):
 
 def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
   records, class_names, bags = tiny_problem(tmp_path, seed=3)
-  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=6, num_threads=1)
+  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=6)
   quiet = lambda m: None
   reference = mil.run_mil(records, class_names, bags, {}, config,
                           workdir=str(tmp_path / 'ref'), log=quiet)
@@ -240,7 +240,7 @@ def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path):
 
 def test_deterministic(tmp_path):
   records, class_names, bags = tiny_problem(tmp_path, seed=5)
-  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=3, num_threads=2)
+  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=3)
   runs = [mil.run_mil(records, class_names, bags, {}, config, log=lambda m: None)
           for _ in range(2)]
   assert ({p: s['index'] for p, s in runs[0]['selections'].items()} ==
@@ -258,7 +258,7 @@ def test_cue_initialisation_starts_from_the_cue_only_choice(tmp_path):
         [[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]], np.float32)
   quiet = lambda m: None
   for init, expected_start in (('cues', 1.0), ('window', None)):
-    config = mil.MilConfig(num_folds=2, num_iterations=1, negatives_per_image=6, num_threads=1,
+    config = mil.MilConfig(num_folds=2, num_iterations=1, negatives_per_image=6,
                            init=init, trainer='lda')
     result = mil.run_mil(records, class_names, bags, clicks, config, log=quiet)
     assert result['corloc_cue_only'] == 1.0
@@ -287,7 +287,7 @@ def test_near_miss_indices_follow_the_fast_rcnn_background_rule():
 @pytest.mark.parametrize('trainer', mil.TRAINERS)
 def test_near_misses_train_and_resume(tmp_path, trainer):
   records, class_names, bags = tiny_problem(tmp_path, seed=2)
-  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=6, num_threads=1,
+  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=6,
                          trainer=trainer, init='cues', near_miss_negatives=3)
   quiet = lambda m: None
   reference = mil.run_mil(records, class_names, bags, {}, config,
@@ -311,7 +311,7 @@ def test_rerank_top_keeps_the_choice_among_the_cue_candidates(tmp_path):
   # proposal 5 first, so with rerank_top=1 the appearance model has no other candidate.
   clicks = {(r['image_id'], int(r['image_labels'][0])): np.array([[16.0, 16.0]], np.float32)
             for r in records}
-  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=6, num_threads=1,
+  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=6,
                          trainer='lda', init='cues', rerank_top=1)
   result = mil.run_mil(records, class_names, bags, clicks, config,
                        log=lambda m: None)
@@ -348,7 +348,7 @@ def test_same_localisations_as_before_the_refactor(tmp_path, seed, trainer):
       clicks[(r['image_id'], int(r['image_labels'][0]))] = np.array(
           [[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]], np.float32) + rng.normal(
               scale=3, size=(1, 2)).astype(np.float32)
-  config = mil.MilConfig(num_folds=3, num_iterations=3, negatives_per_image=4, num_threads=1,
+  config = mil.MilConfig(num_folds=3, num_iterations=3, negatives_per_image=4,
                          trainer=trainer)
   result = mil.run_mil(records, class_names, bags, clicks, config, log=lambda m: None)
   indices = [result['selections'][(r['image_id'], int(r['image_labels'][0]))]['index']
@@ -358,7 +358,7 @@ def test_same_localisations_as_before_the_refactor(tmp_path, seed, trainer):
 
 def test_fewer_iterations_than_the_checkpoint_report_that_many(tmp_path):
   records, class_names, bags = tiny_problem(tmp_path, seed=6)
-  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=3, num_threads=1,
+  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=3,
                          trainer='lda', init='cues', near_miss_negatives=2)
   quiet = lambda m: None
   workdir = str(tmp_path / 'run')
@@ -378,7 +378,7 @@ def test_fewer_iterations_than_the_checkpoint_report_that_many(tmp_path):
 
 def test_damaged_checkpoint_only_costs_recomputation(tmp_path):
   records, class_names, bags = tiny_problem(tmp_path, seed=3)
-  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=3, num_threads=1)
+  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=3)
   workdir = tmp_path / 'run'
   reference = mil.run_mil(records, class_names, bags, {}, config, workdir=str(workdir),
                           log=lambda m: None)
@@ -399,7 +399,7 @@ def test_identical_runs_write_identical_localisations(tmp_path):
   # C rand() that parallel fits reseeded, so scores differed between runs; the primal solver
   # has no random order.
   records, class_names, bags = tiny_problem(tmp_path, num_images=20, seed=9)
-  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=4, num_threads=2)
+  config = mil.MilConfig(num_folds=2, num_iterations=3, negatives_per_image=4)
   paths = []
   for run in range(2):
     result = mil.run_mil(records, class_names, bags, {}, config, log=lambda m: None)
@@ -449,7 +449,7 @@ def test_an_image_without_proposals_gets_the_whole_image_box(tmp_path):
   bag = next(b for b in bags_lib.RoiFeatureBags(records, proposals, features)
              if b.image_id == 'im03')
   np.testing.assert_array_equal(bag.boxes, [[0, 0, 40, 40]])
-  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=3, num_threads=1)
+  config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=3)
   result = mil.run_mil(records, class_names, bags, {}, config, log=lambda m: None)
   np.testing.assert_array_equal(result['selections'][('im03', 1)]['box'], [0, 0, 40, 40])
 
@@ -458,7 +458,7 @@ def test_a_class_without_negative_images_is_reported(tmp_path):
   records, class_names, bags = tiny_problem(tmp_path, num_images=8, seed=2)
   # Give every image class 0 too: class 0 then has no negative image.
   records = [dict(r, image_labels=np.union1d(r['image_labels'], [0])) for r in records]
-  config = mil.MilConfig(num_folds=2, num_iterations=1, negatives_per_image=3, num_threads=1)
+  config = mil.MilConfig(num_folds=2, num_iterations=1, negatives_per_image=3)
   messages = []
   result = mil.run_mil(records, class_names, bags, {}, config, log=messages.append)
   assert result['classes_without_negatives'] == ['a']
