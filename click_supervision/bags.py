@@ -135,9 +135,42 @@ class TrunkMapBags(_BagSource):
 
   def _bag(self, image_id, proposal_data, feature_data):
     boxes, scores = self._boxes(image_id, proposal_data)
+    return Bag(image_id, boxes, scores, self.pool(feature_data, boxes))
+
+  def pool(self, feature_data, boxes):
+    """L2-normalised RoI features float32 [N, D] of any boxes float [N, 4] (image pixels) from
+    one image's trunk-map entry (`map`, `factors`, `geometry`)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     pooled = self._pooler(feature_data['geometry'])(feature_data['map'],
                                                     boxes * feature_data['factors'])
-    return Bag(image_id, boxes, scores, l2_normalize(pooled))
+    return l2_normalize(pooled)
+
+  def image(self, image_id):
+    """One image's proposals and trunk-map entry, for readers that visit images out of cache
+    order (the detector's shuffled batches): the last shard of each cache stays in memory, so
+    images of one shard visited together cost one read.
+
+    Returns:
+      (boxes float32 [P, 4] with the whole-image box, objectness float32 [P], the trunk-map
+      entry: dict with `map`, `factors`, `geometry`).
+    Raises:
+      RuntimeError naming a shard that is missing or corrupt.
+    """
+    maps = self._read_memo('_maps_memo', self.features, image_id)
+    proposal_data = self._read_memo('_proposals_memo', self.proposals, image_id)
+    boxes, scores = self._boxes(image_id, proposal_data[image_id])
+    return boxes, scores, maps[image_id]
+
+  def _read_memo(self, attribute, cache, image_id):
+    shard = cache.shard_of(image_id)
+    memo = getattr(self, attribute, None)
+    if memo is None or memo[0] != shard:
+      per_image = cache.read_shard(shard)
+      if per_image is None:
+        raise RuntimeError(f'{cache.shard_path(shard)} is missing or corrupt')
+      memo = (shard, per_image)
+      setattr(self, attribute, memo)
+    return memo[1]
 
 
 class RoiFeatureBags(_BagSource):

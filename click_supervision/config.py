@@ -13,8 +13,12 @@ from click_supervision import cache as cache_lib
 from click_supervision import clicks as clicks_lib
 from click_supervision import proposals as proposals_lib
 
-# Stages in the order they run; later issues add mil, deep_mil, detector, report.
-STAGES = ('data', 'clicks', 'proposals', 'features', 'mil')
+# Stages in the order they run. Without --stages a run localises (up to `mil`); the detector
+# stages are asked for by name (they train networks: minutes to hours on a CPU).
+STAGES = ('data', 'clicks', 'proposals', 'features', 'mil', 'deep_mil', 'detector')
+DEFAULT_STAGES = ('data', 'clicks', 'proposals', 'features', 'mil')
+SUPERVISIONS = ('mil', 'boxes', 'boxes_all')
+DETECTOR_FINETUNES = ('none', 'top', 'all')
 
 
 default_cache_dir = cache_lib.default_cache_dir
@@ -196,6 +200,77 @@ class MilConfig:
     return cue in self.cues
 
 
+@dataclasses.dataclass(frozen=True)
+class DetectorConfig:
+  """The Fast R-CNN style detector (`click_supervision.detector`), deep MIL and the test.
+
+  Attributes:
+    supervision: what the detector trains on: `mil` (the localisations of MIL and deep MIL; the
+      clicks and image labels are the only annotation), `boxes` (one drawn box per class per
+      image, the largest non-difficult one: the paper's fair comparison) or `boxes_all` (every
+      non-difficult drawn box).
+    finetune: `none` trains the head on the cached trunk maps (the CPU default); `top` and `all`
+      would also train trunk layers (accelerators; not built yet).
+    hidden_units: width of fc6 and fc7.
+    dropout: dropout after fc6 and fc7.
+    images_per_batch, rois_per_image: a step's images and RoIs sampled per image (Fast R-CNN:
+      2 x 128).
+    foreground_fraction, foreground_iou, background_iou_low: RoI sampling (`detector.sampling`).
+    learning_rate, momentum, weight_decay: SGD with momentum; the learning rate drops tenfold
+      after `lr_drop_at` of the steps.
+    epochs: passes over the training images (steps = epochs x images / images_per_batch).
+    deep_mil_iterations: iterations of deep MIL (the detector as MIL's appearance model).
+    nms_iou, max_detections, score_threshold: test-time per-class NMS, detections kept per image,
+      and the class probability below which a box is not a detection.
+    checkpoint_every: steps between training checkpoints.
+    seed: seeds the input order, RoI sampling, dropout and initialisation.
+    deterministic: TensorFlow op determinism (a resumed run then gives the same detections as
+      an uninterrupted one).
+  """
+  supervision: str = 'mil'
+  finetune: str = 'none'
+  hidden_units: int = 1024
+  dropout: float = 0.5
+  images_per_batch: int = 2
+  rois_per_image: int = 128
+  foreground_fraction: float = 0.25
+  foreground_iou: float = 0.5
+  background_iou_low: float = 0.1
+  learning_rate: float = 0.01
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  lr_drop_at: float = 0.75
+  epochs: float = 8.0
+  deep_mil_iterations: int = 2
+  nms_iou: float = 0.3
+  max_detections: int = 100
+  score_threshold: float = 1e-3
+  checkpoint_every: int = 200
+  seed: int = 0
+  deterministic: bool = False
+
+  def __post_init__(self):
+    if self.supervision not in SUPERVISIONS:
+      raise ValueError(f'unknown supervision {self.supervision!r}; choices are {SUPERVISIONS}')
+    if self.finetune not in DETECTOR_FINETUNES:
+      raise ValueError(f'unknown finetune {self.finetune!r}; choices are {DETECTOR_FINETUNES}')
+    for name in ('hidden_units', 'images_per_batch', 'rois_per_image', 'max_detections',
+                 'checkpoint_every'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'{name} must be >= 1, not {getattr(self, name)}')
+    if self.epochs <= 0 or self.learning_rate <= 0:
+      raise ValueError(f'epochs and learning_rate must be > 0, not {self.epochs} and '
+                       f'{self.learning_rate}')
+    if self.deep_mil_iterations < 0:
+      raise ValueError(f'deep_mil_iterations must be >= 0, not {self.deep_mil_iterations}')
+    for name in ('dropout', 'foreground_fraction', 'lr_drop_at'):
+      if not 0 <= getattr(self, name) <= 1:
+        raise ValueError(f'{name} must be in [0, 1], not {getattr(self, name)}')
+    if not 0 <= self.background_iou_low < self.foreground_iou <= 1:
+      raise ValueError(f'need 0 <= background_iou_low < foreground_iou <= 1, not '
+                       f'{self.background_iou_low} and {self.foreground_iou}')
+
+
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +331,9 @@ class Config:
     proposals: `proposals.ProposalConfig`.
     features: `precompute.FeatureConfig`.
     mil: `mil.MilConfig`.
+    detector: DetectorConfig (stages deep_mil and detector).
+    test_dataset, test_split: where the detector stage measures mAP (`--test_dataset`, empty =
+      the training dataset; `--test_split`).
     area_fit_data: where mu(d) of the box-area cue is fitted for simulated clicks (`area_fit`):
       `auto` (the synthetic set of another seed for synthetic data, the shipped photo model for
       photos), `synthetic`, `shipped`, or a `--dataset` value of held-back data with boxes.
@@ -270,9 +348,12 @@ class Config:
       default_factory=proposals_lib.ProposalConfig)
   features: FeatureConfig = dataclasses.field(default_factory=FeatureConfig)
   mil: MilConfig = dataclasses.field(default_factory=MilConfig)
+  detector: DetectorConfig = dataclasses.field(default_factory=DetectorConfig)
+  test_dataset: str = ''
+  test_split: str = 'test'
   area_fit_data: str = 'auto'
   workdir: str = ''
-  stages: tuple = STAGES
+  stages: tuple = DEFAULT_STAGES
   num_workers: int = 1
   worker_index: int = 0
 

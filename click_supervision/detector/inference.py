@@ -1,0 +1,107 @@
+"""Detections of one image: class probabilities, class-specific boxes, per-class NMS.
+
+Fast R-CNN's test recipe: every proposal is scored by the (C+1)-way softmax and moved by its
+class's box deltas; per class, boxes scoring below `score_threshold` are dropped and the rest
+go through NMS at `nms_iou`; the `max_detections` best over all classes are kept.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from click_supervision import boxes as box_lib
+from click_supervision.detector import box_coding
+
+_ROWS_PER_CALL = 2048
+
+
+class HeadRunner:
+  """Runs a `FastRcnn`'s head on RoI feature rows in fixed-size chunks (one trace).
+
+  Args:
+    model: `detector.FastRcnn`.
+  """
+
+  def __init__(self, model):
+    self.model = model
+    self._forward = tf.function(lambda features: model.head(features, training=False),
+                                reduce_retracing=True)
+
+  def __call__(self, features):
+    """Class probabilities float32 [P, C + 1] and box deltas float32 [P, C, 4] of float
+    [P, D] feature rows."""
+    features = np.asarray(features, np.float32)
+    probabilities, deltas = [], []
+    for start in range(0, len(features), _ROWS_PER_CALL):
+      chunk = features[start:start + _ROWS_PER_CALL]
+      padded = np.pad(chunk, [(0, _ROWS_PER_CALL - len(chunk)), (0, 0)])
+      out = self._forward(tf.constant(padded))
+      probabilities.append(tf.nn.softmax(out['class_logits']).numpy()[:len(chunk)])
+      deltas.append(out['box_deltas'].numpy()[:len(chunk)])
+    num_classes = self.model.num_classes
+    if not probabilities:
+      return np.zeros((0, num_classes + 1), np.float32), np.zeros((0, num_classes, 4), np.float32)
+    return np.concatenate(probabilities), np.concatenate(deltas)
+
+
+def detect(runner, bag, height, width, config):
+  """Detections in one image.
+
+  Args:
+    runner: `HeadRunner`.
+    bag: `bags.Bag` (proposal boxes and their features).
+    height, width: the image size in pixels (boxes are clipped to it).
+    config: `config.DetectorConfig` (`nms_iou`, `max_detections`, `score_threshold`).
+  Returns:
+    (boxes float32 [D, 4] pixels, labels int64 [D] class indices, scores float32 [D]), by
+    descending score, D <= max_detections.
+  """
+  probabilities, deltas = runner(bag.features)
+  boxes = box_coding.decode(bag.boxes, deltas)  # [P, C, 4]
+  found_boxes, found_labels, found_scores = [], [], []
+  for c in range(probabilities.shape[1] - 1):
+    scores = probabilities[:, c + 1]
+    keep = np.flatnonzero(scores >= config.score_threshold)
+    if not len(keep):
+      continue
+    class_boxes = box_lib.clip_to_image(boxes[keep, c], height, width)
+    valid = box_lib.is_valid(class_boxes)
+    keep, class_boxes = keep[valid], class_boxes[valid]
+    selected = tf.image.non_max_suppression(
+        class_boxes, scores[keep], config.max_detections, iou_threshold=config.nms_iou).numpy()
+    found_boxes.append(class_boxes[selected])
+    found_labels.append(np.full(len(selected), c, np.int64))
+    found_scores.append(scores[keep][selected])
+  if not found_boxes:
+    return np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)
+  boxes = np.concatenate(found_boxes)
+  labels = np.concatenate(found_labels)
+  scores = np.concatenate(found_scores).astype(np.float32)
+  best = np.argsort(-scores, kind='stable')[:config.max_detections]
+  return boxes[best], labels[best], scores[best]
+
+
+def detect_all(model, bags, records, config, progress=None):
+  """Detections in every image of a bag source.
+
+  Args:
+    model: `detector.FastRcnn`.
+    bags: `bags.TrunkMapBags` over `records`.
+    records: the test records (image sizes).
+    config: `config.DetectorConfig`.
+    progress: optional progress factory.
+  Returns:
+    list of detection dicts (`evaluation` module docstring: image_id, label, box, score).
+  """
+  from click_supervision import evaluation  # pylint: disable=g-import-not-at-top
+  runner = HeadRunner(model)
+  sizes = {r['image_id']: (r['height'], r['width']) for r in records}
+  detections = []
+  bar = progress(len(bags.image_ids), 'detector test') if progress else None
+  for bag in bags:
+    boxes, labels, scores = detect(runner, bag, *sizes[bag.image_id], config)
+    detections.extend(evaluation.detection_dicts(bag.image_id, boxes, labels, scores))
+    if bar:
+      bar.update(1)
+  if bar:
+    bar.close()
+  return detections

@@ -1,0 +1,324 @@
+"""The detector's training loop: RoI batches from the trunk-map cache -> SGD on the head.
+
+`--detector_finetune=none` (the CPU default) trains the head on RoI features pooled from the
+cached trunk maps; the trunk is frozen, so pooling in the input pipeline and pooling inside the
+model give the same numbers (`FastRcnn` docstring). The step is written for `tf.distribute`:
+model and optimizer are built under `strategy.scope()`, each replica's loss is divided by the
+global number of RoIs, so another strategy changes no training code.
+
+Resuming: `tf.train.CheckpointManager` keeps the head, the optimizer (its step counter drives the
+schedule) every `checkpoint_every` steps. The batch of step s is a pure function of (seed, s): the
+image order of each epoch, the sampled RoIs and the dropout masks are all drawn from it, so a
+resumed run sees exactly the batches an uninterrupted one would (with `deterministic`, TensorFlow's
+op determinism makes the arithmetic repeat too).
+
+Training boxes: dict image_id -> (boxes float32 [G, 4] pixels, labels int [G] class indices);
+images of the bag source without an entry give background RoIs only.
+"""
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from click_supervision import atomic
+from click_supervision.detector import fast_rcnn as fast_rcnn_lib
+from click_supervision.detector import sampling
+
+MODEL_FILE = 'model.keras'
+_DONE_FILE = 'done.json'
+_FINGERPRINT_FILE = 'fingerprint.json'
+
+
+def training_boxes_from_selections(selections):
+  """MIL localisations -> training boxes: one box per positive (image, class) pair.
+
+  Args:
+    selections: dict (image_id, class_index) -> dict with `box` float [4] (`mil.run_mil`), or
+      -> float [4].
+  Returns:
+    dict image_id -> (boxes float32 [G, 4], labels int64 [G]).
+  """
+  per_image = {}
+  for (image_id, class_index), selection in sorted(selections.items()):
+    box = selection['box'] if isinstance(selection, dict) else selection
+    per_image.setdefault(image_id, ([], []))
+    per_image[image_id][0].append(np.asarray(box, np.float32))
+    per_image[image_id][1].append(int(class_index))
+  return {i: (np.stack(b).reshape(-1, 4), np.array(l, np.int64)) for i, (b, l) in
+          per_image.items()}
+
+
+def training_boxes_from_ground_truth(records, supervision):
+  """Drawn boxes as training boxes (the fully supervised baselines).
+
+  `boxes`: per image and class the largest non-difficult box (the paper's "one box per class
+  per image" comparison; the largest difficult one when the class has only difficult boxes).
+  `boxes_all`: every non-difficult box.
+
+  Returns:
+    dict image_id -> (boxes float32 [G, 4], labels int64 [G]).
+  """
+  per_image = {}
+  for record in records:
+    gt_boxes = np.asarray(record['gt_boxes'], np.float32).reshape(-1, 4)
+    gt_labels = np.asarray(record['gt_labels'], np.int64)
+    difficult = np.asarray(record['difficult'], bool)
+    boxes, labels = [], []
+    if supervision == 'boxes_all':
+      boxes, labels = list(gt_boxes[~difficult]), list(gt_labels[~difficult])
+    elif supervision == 'boxes':
+      areas = (gt_boxes[:, 2] - gt_boxes[:, 0]) * (gt_boxes[:, 3] - gt_boxes[:, 1])
+      for c in np.unique(gt_labels):
+        of_class = gt_labels == c
+        usable = of_class & ~difficult if np.any(of_class & ~difficult) else of_class
+        best = np.flatnonzero(usable)[np.argmax(areas[usable])]
+        boxes.append(gt_boxes[best])
+        labels.append(int(c))
+    else:
+      raise ValueError(f'no drawn-box supervision called {supervision!r}')
+    per_image[record['image_id']] = (np.asarray(boxes, np.float32).reshape(-1, 4),
+                                     np.asarray(labels, np.int64))
+  return per_image
+
+
+def epoch_image_order(bags, seed, epoch):
+  """The image order of one epoch: shards in a random order, the images of each shard shuffled
+  (each shard is read once per epoch). A pure function of (seed, epoch).
+
+  Returns:
+    list of image ids (every image of the bag source once).
+  """
+  rng = np.random.default_rng([seed, epoch, 17])
+  wanted = set(bags.image_ids)
+  order = []
+  for shard in rng.permutation(bags.features.num_shards):
+    ids = [i for i in bags.features.shard_image_ids(int(shard)) if i in wanted]
+    order.extend(ids[j] for j in rng.permutation(len(ids)))
+  return order
+
+
+def images_of_step(bags, seed, step, images_per_batch):
+  """The image ids of batch `step` (epochs concatenated; the last batch of an epoch may take
+  images of the next one)."""
+  count = len(bags.image_ids)
+  first = step * images_per_batch
+  ids = []
+  for position in range(first, first + images_per_batch):
+    epoch, index = divmod(position, count)
+    ids.append(epoch_image_order(bags, seed, epoch)[index])
+  return ids
+
+
+def make_batch(bags, image_ids, training_boxes, config, seed, step):
+  """One step's RoIs, padded to `images_per_batch x rois_per_image` rows (fixed shapes).
+
+  Returns:
+    dict of numpy arrays: `features` float32 [N, D] (L2-normalised pooled features), `labels`
+    int32 [N], `targets` float32 [N, 4], `valid` float32 [N] (0 for padding rows).
+  """
+  rows = config.images_per_batch * config.rois_per_image
+  features, labels, targets = [], [], []
+  for j, image_id in enumerate(image_ids):
+    proposals, _, entry = bags.image(image_id)
+    boxes, box_labels = training_boxes.get(
+        image_id, (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
+    sample = sampling.sample_rois(
+        proposals, boxes, box_labels, config.rois_per_image,
+        np.random.default_rng([seed, step, j]), config.foreground_fraction,
+        config.foreground_iou, config.background_iou_low)
+    features.append(bags.pool(entry, sample['rois']))
+    labels.append(sample['labels'])
+    targets.append(sample['targets'])
+  features = np.concatenate(features)
+  count = len(features)
+  pad = rows - count
+  return {'features': np.pad(features, [(0, pad), (0, 0)]),
+          'labels': np.pad(np.concatenate(labels), [(0, pad)]),
+          'targets': np.pad(np.concatenate(targets), [(0, pad), (0, 0)]),
+          'valid': np.pad(np.ones(count, np.float32), [(0, pad)])}
+
+
+def num_steps(num_images, config):
+  return max(1, math.ceil(config.epochs * num_images / config.images_per_batch))
+
+
+def fingerprint(bags, training_boxes, num_classes, config):
+  """What a trained detector depends on; a folder trained for another fingerprint is wiped."""
+  digest = hashlib.sha256()
+  digest.update(json.dumps({'bags': bags.key, 'num_classes': num_classes,
+                            'images': list(bags.image_ids),
+                            'config': {k: v for k, v in vars(config).items()
+                                       if k not in ('checkpoint_every',)}},
+                           sort_keys=True, default=str).encode())
+  for image_id in sorted(training_boxes):
+    boxes, labels = training_boxes[image_id]
+    digest.update(image_id.encode())
+    digest.update(np.asarray(boxes, np.float32).round(2).tobytes())
+    digest.update(np.asarray(labels, np.int64).tobytes())
+  return digest.hexdigest()[:16]
+
+
+def build_detector(num_classes, geometry, pool_size, config):
+  """A `FastRcnn` without trunk (it runs on cached maps), built for `pool_size` grids of
+  `channels`: geometry = (stride, offset, channels)."""
+  stride, offset, channels = geometry
+  model = fast_rcnn_lib.FastRcnn(num_classes, int(stride), float(offset), pool_size=pool_size,
+                                 hidden_units=config.hidden_units, dropout=config.dropout)
+  model({'feature_maps': tf.zeros([1, 2, 2, int(channels)]), 'boxes': tf.zeros([1, 4]),
+         'box_indices': tf.zeros([1], tf.int32)})
+  return model
+
+
+def _geometry(bags):
+  _, _, entry = bags.image(bags.image_ids[0])
+  stride, offset = (float(v) for v in entry['geometry'])
+  return stride, offset, int(entry['map'].shape[-1])
+
+
+def load_detector(folder):
+  """The finished detector of a training folder, or None."""
+  path = os.path.join(folder, MODEL_FILE)
+  if not os.path.exists(os.path.join(folder, _DONE_FILE)) or not os.path.exists(path):
+    return None
+  return keras.saving.load_model(path)
+
+
+def train_detector(bags, training_boxes, num_classes, config, folder, strategy=None,
+                   log=print, progress=None, summary_writer=None):
+  """Trains (or resumes training) the detector head; returns the trained `FastRcnn`.
+
+  Args:
+    bags: `bags.TrunkMapBags` over the training images.
+    training_boxes: dict image_id -> (boxes float32 [G, 4], labels int [G]) (module docstring).
+    num_classes: C.
+    config: `config.DetectorConfig`.
+    folder: where checkpoints and the finished model (`model.keras`) go; a folder holding
+      another training's files (other boxes or settings) is emptied first.
+    strategy: a `tf.distribute.Strategy` (default: the default strategy).
+    log: callable taking one str.
+    progress: optional progress factory `(total, description, unit) -> bar`.
+    summary_writer: optional `tf.summary` writer for losses and the learning rate.
+  Returns:
+    the trained `detector.FastRcnn` (without trunk; it runs on trunk maps).
+  """
+  if config.finetune != 'none':
+    raise NotImplementedError(
+        f'--detector_finetune={config.finetune}: training trunk layers is not built yet; '
+        f'use --detector_finetune=none (the head on cached trunk maps)')
+  strategy = strategy or tf.distribute.get_strategy()
+  key = fingerprint(bags, training_boxes, num_classes, config)
+  fingerprint_path = os.path.join(folder, _FINGERPRINT_FILE)
+  if os.path.isdir(folder):
+    try:
+      with open(fingerprint_path) as f:
+        same = json.load(f).get('fingerprint') == key
+    except (OSError, ValueError):
+      same = False
+    if not same:
+      shutil.rmtree(folder)
+  os.makedirs(folder, exist_ok=True)
+  atomic.write_json(fingerprint_path, {'fingerprint': key})
+  finished = load_detector(folder)
+  if finished is not None:
+    log(f'detector: trained model found in {folder}')
+    return finished
+
+  # --- model, optimizer and checkpoint, built under the strategy. ---
+  total_steps = num_steps(len(bags.image_ids), config)
+  geometry = _geometry(bags)
+  with strategy.scope():
+    model = build_detector(num_classes, geometry, bags.pool_size, config)
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [max(1, int(config.lr_drop_at * total_steps))],
+        [config.learning_rate, config.learning_rate / 10])
+    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
+                                     weight_decay=config.weight_decay)
+    optimizer.build(model.head.trainable_variables)
+  checkpoint = tf.train.Checkpoint(head=model.head, optimizer=optimizer)
+  manager = tf.train.CheckpointManager(checkpoint, os.path.join(folder, 'checkpoints'),
+                                       max_to_keep=2)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  start_step = int(optimizer.iterations.numpy())
+  if start_step:
+    log(f'detector: resumed at step {start_step} of {total_steps} from {manager.latest_checkpoint}')
+
+  # --- the step: each replica's summed loss over the global number of RoIs. ---
+  def replica_step(batch, dropout_seed, global_rois):
+    with tf.GradientTape() as tape:
+      out = model.head(batch['features'], training=True, dropout_seed=dropout_seed)
+      labels = tf.cast(batch['labels'], tf.int32)
+      valid = batch['valid']
+      class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, out['class_logits'])
+      foreground = tf.cast(labels > 0, tf.float32) * valid
+      chosen = tf.gather(out['box_deltas'], tf.maximum(labels - 1, 0), batch_dims=1)
+      box_loss = tf.reduce_sum(
+          tf.keras.losses.huber(batch['targets'][..., None], chosen[..., None], delta=1.0), -1)
+      class_loss = tf.reduce_sum(class_loss * valid) / global_rois
+      box_loss = tf.reduce_sum(box_loss * foreground) / global_rois
+      loss = class_loss + box_loss
+    gradients = tape.gradient(loss, model.head.trainable_variables)
+    optimizer.apply_gradients(zip(gradients, model.head.trainable_variables))
+    correct = tf.cast(tf.argmax(out['class_logits'], -1, output_type=tf.int32) == labels,
+                      tf.float32)
+    return {'loss': loss, 'class_loss': class_loss, 'box_loss': box_loss,
+            'accuracy': tf.reduce_sum(correct * valid) / global_rois}
+
+  @tf.function
+  def train_step(batch, dropout_seed):
+    global_rois = tf.maximum(tf.reduce_sum(batch['valid']), 1.0)
+    per_replica = strategy.run(replica_step, args=(batch, dropout_seed, global_rois))
+    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()}
+
+  # --- the loop ---
+  log(f'detector: training {total_steps} steps ({config.epochs:g} epochs of '
+      f'{len(bags.image_ids)} images, {config.images_per_batch} images x '
+      f'{config.rois_per_image} RoIs per step) in {folder}')
+  bar = progress(total_steps, 'detector training', 'step') if progress else None
+  if bar and start_step:
+    bar.update(start_step)
+  started, window = time.time(), []
+  for step in range(start_step, total_steps):
+    ids = images_of_step(bags, config.seed, step, config.images_per_batch)
+    batch = make_batch(bags, ids, training_boxes, config, config.seed, step)
+    metrics = train_step({k: tf.constant(v) for k, v in batch.items()},
+                         tf.constant([config.seed, step], tf.int32))
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if not math.isfinite(metrics['loss']):
+      raise FloatingPointError(f'detector: loss is {metrics["loss"]} at step {step}; lower '
+                               f'--detector_learning_rate')
+    window.append(metrics)
+    if summary_writer is not None and (step + 1) % 20 == 0:
+      with summary_writer.as_default(step=step + 1):
+        for name in metrics:
+          tf.summary.scalar(f'detector/{name}', np.mean([m[name] for m in window]))
+        tf.summary.scalar('detector/learning_rate', float(schedule(step)))
+    if (step + 1) % 100 == 0 or step + 1 == total_steps:
+      mean = {k: np.mean([m[k] for m in window]) for k in metrics}
+      log(f'detector: step {step + 1}/{total_steps}: loss {mean["loss"]:.3f} (class '
+          f'{mean["class_loss"]:.3f}, box {mean["box_loss"]:.3f}), RoI accuracy '
+          f'{mean["accuracy"]:.3f}, lr {float(schedule(step)):g}, '
+          f'{(step + 1 - start_step) / (time.time() - started):.1f} steps/s')
+      window = []
+    if (step + 1) % config.checkpoint_every == 0 and step + 1 < total_steps:
+      manager.save(checkpoint_number=step + 1)
+    if bar:
+      bar.update(1)
+  if bar:
+    bar.close()
+
+  # --- the finished model: written atomically, then marked done. ---
+  temp = os.path.join(folder, 'model.tmp.keras')
+  model.save(temp)
+  os.replace(temp, os.path.join(folder, MODEL_FILE))
+  atomic.write_json(os.path.join(folder, _DONE_FILE), {'steps': total_steps})
+  shutil.rmtree(os.path.join(folder, 'checkpoints'), ignore_errors=True)
+  return model
