@@ -101,8 +101,28 @@ def config_from_flags():
         keep_easy_negatives=mil_flags.KEEP_EASY_NEGATIVES.value, seed=mil_flags.MIL_SEED.value)
   except ValueError as e:  # MilConfig names the bad field; absl's bounds cannot say "> 0".
     raise UserError(f'MIL flags: {e}') from None
+  try:
+    detector_config = config_lib.DetectorConfig(
+        supervision=mil_flags.SUPERVISION.value, finetune=mil_flags.DETECTOR_FINETUNE.value,
+        hidden_units=mil_flags.DETECTOR_HIDDEN_UNITS.value,
+        epochs=mil_flags.DETECTOR_EPOCHS.value,
+        learning_rate=mil_flags.DETECTOR_LEARNING_RATE.value, seed=mil_flags.DETECTOR_SEED.value,
+        deterministic=mil_flags.DETERMINISTIC.value,
+        deep_mil_iterations=mil_flags.DEEP_MIL_ITERATIONS.value,
+        deep_mil_folds=mil_flags.DEEP_MIL_FOLDS.value)
+  except ValueError as e:
+    raise UserError(f'detector flags: {e}') from None
+  if detector_config.finetune != 'none' and {'deep_mil', 'detector'} & set(stages):
+    raise UserError(f'--detector_finetune={detector_config.finetune}: training trunk layers is '
+                    f'not built yet; use --detector_finetune=none (the head on cached trunk '
+                    f'maps)')
   # Inputs named by flags are checked here, before any stage runs.
   datasets.check_spec(data.dataset)
+  test_dataset = mil_flags.TEST_DATASET.value or data.dataset
+  if 'detector' in stages:
+    datasets.check_spec(test_dataset, '--test_dataset')
+    datasets.check_split(test_dataset, mil_flags.TEST_SPLIT.value, data.cache_dir,
+                         '--test_split')
   if mil_flags.AREA_FIT_DATA.value not in ('auto', 'synthetic', 'shipped'):
     datasets.check_spec(mil_flags.AREA_FIT_DATA.value, '--area_fit_data')
   if click_config.source != 'simulated' and not os.path.isfile(click_config.source):
@@ -112,6 +132,8 @@ def config_from_flags():
       f'_seed{click_config.seed}')
   return config_lib.Config(data=data, clicks=click_config, proposals=proposal_config,
                            features=feature_config, mil=mil_config,
+                           detector=detector_config, test_dataset=test_dataset,
+                           test_split=mil_flags.TEST_SPLIT.value,
                            area_fit_data=mil_flags.AREA_FIT_DATA.value,
                            workdir=os.path.abspath(workdir),
                            stages=tuple(s for s in config_lib.STAGES if s in stages),
@@ -197,6 +219,9 @@ def _iterate_with_progress(iterable, total, desc, unit='img'):
       bar.update(1)
 
 
+_NEED_FEATURES = ('features', 'mil', 'deep_mil', 'detector')
+
+
 def stage_precompute(config, dataset, results):
   """Proposals and trunk maps, cached in --cache_dir and shared by runs, split over workers.
 
@@ -209,7 +234,7 @@ def stage_precompute(config, dataset, results):
                                                  config.data.cache_dir, **workers)
   results['timings_s']['proposals'] = round(time.time() - start, 3)
   results['proposals'] = dict(info, cache=proposals.dir, method=config.proposals.method)
-  if not ({'features', 'mil'} & set(config.stages)) or not _all_shards_done(
+  if not (set(_NEED_FEATURES) & set(config.stages)) or not _all_shards_done(
       proposals, config, results, 'proposals'):
     return None
   start = time.time()
@@ -286,9 +311,13 @@ def _run_stages(config, results, simulated):
         f'({summary["num_difficult"]} difficult, {summary["num_crowd"]} crowd), '
         f'{summary["num_image_class_pairs"]} image-class pairs, {summary["num_skipped"]} skipped')
 
-  # --- clicks ---
+  # --- clicks (drawn-box supervision has none: it skips clicks, mil and deep_mil) ---
+  boxes_only = config.detector.supervision != 'mil'
+  skipped = [s for s in ('clicks', 'mil', 'deep_mil') if s in config.stages] if boxes_only else []
+  if skipped:
+    log(f'--supervision={config.detector.supervision}: skipping {", ".join(skipped)}')
   selected = {}
-  if 'clicks' in config.stages or 'mil' in config.stages:
+  if not boxes_only and {'clicks', 'mil', 'deep_mil'} & set(config.stages):
     start = time.time()
     selected, click_info = stage_clicks(config, dataset)
     results['timings_s']['clicks'] = round(time.time() - start, 3)
@@ -300,13 +329,13 @@ def _run_stages(config, results, simulated):
 
   # --- proposals and features ---
   bags = None
-  if {'proposals', 'features', 'mil'} & set(config.stages):
+  if {'proposals', *_NEED_FEATURES} & set(config.stages):
     bags = stage_precompute(config, dataset, results)
   results['trunk'] = config.features.trunk
   results['weights'] = config.features.weights
 
   # --- mil: localise every positive pair; resumes from its last finished iteration. ---
-  if 'mil' in config.stages and bags is not None:
+  if 'mil' in config.stages and bags is not None and not boxes_only:
     start = time.time()
     results.update(stage_mil(config, dataset, selected, bags))
     results['timings_s']['mil'] = round(time.time() - start, 3)
@@ -316,6 +345,24 @@ def _run_stages(config, results, simulated):
         f'{config.clicks.num_clicks} clicks' +
         (f', simulated, noise {config.clicks.noise}, seed {config.clicks.seed})'
          if simulated else f' from {config.clicks.source})'))
+
+  # --- deep_mil: the detector as the appearance model, starting from MIL's localisations. ---
+  if 'deep_mil' in config.stages and bags is not None and not boxes_only:
+    start = time.time()
+    results.update(stage_deep_mil(config, dataset, selected, bags))
+    results['timings_s']['deep_mil'] = round(time.time() - start, 3)
+    log(f'CorLoc after deep MIL: {results["corloc_deep_mil"]:.4f} (mean over classes; pooled '
+        f'{results["corloc_deep_mil_pooled"]:.4f}; per iteration '
+        + ' '.join(f'{v:.3f}' for v in results['corloc_deep_mil_per_iteration']) + ')')
+
+  # --- detector: trained on the final localisations (or drawn boxes), tested for mAP. ---
+  if 'detector' in config.stages and bags is not None:
+    start = time.time()
+    results.update(stage_detector(config, dataset, bags, results))
+    results['timings_s']['detector'] = round(time.time() - start, 3)
+    log(f'mAP: {results["map"]:.4f} on {results["test_dataset"]} {results["test_split"]} '
+        f'({results["num_test_images"]} images; {results["map_metric"]}); supervision '
+        f'{config.detector.supervision}, annotation time {results["annotation_hours"]:.3f} h')
 
 
 def fit_area_model_on_gold(config, dataset):
@@ -379,11 +426,123 @@ def stage_mil(config, dataset, selected, bags):
   boxes = {p: s['box'] for p, s in result['selections'].items()}
   summaries.write_localization_images(summary_writer, dataset.records, boxes, clicks,
                                       dataset.class_names, step=result['num_iterations'])
-  localizations_lib.write_localizations(os.path.join(config.workdir, 'localizations.jsonl'),
-                                        result['selections'], dataset.class_names)
+  # localizations.jsonl holds the final boxes (deep MIL overwrites it); the SVM MIL ones stay
+  # in localizations_mil.jsonl, where deep MIL starts.
+  for name in ('localizations_mil.jsonl', 'localizations.jsonl'):
+    localizations_lib.write_localizations(os.path.join(config.workdir, name),
+                                          result['selections'], dataset.class_names)
   info.update({k: v for k, v in result.items() if k not in ('selections', 'timings_s')})
   info['mil_timings_s'] = result['timings_s']
   info['mil_config'] = dataclasses.asdict(config.mil)
+  return info
+
+
+def stage_deep_mil(config, dataset, selected, bags):
+  """Deep MIL from the SVM MIL localisations; rewrites localizations.jsonl with its boxes."""
+  from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
+  from click_supervision.detector import deep_mil  # pylint: disable=g-import-not-at-top
+  start_path = os.path.join(config.workdir, 'localizations_mil.jsonl')
+  if not os.path.exists(start_path):
+    raise UserError(f'{start_path} does not exist: deep_mil starts from the mil stage\'s '
+                    f'localisations (add mil to --stages)')
+  mil_selections = localizations_lib.read_localizations(start_path, dataset.class_names)
+  clicks = {pair: clicks_lib.clicks_as_array(c) for pair, c in selected.items()}
+  area_model, _ = stage_area_model(config, dataset)
+  _enable_determinism(config)
+  result = deep_mil.run_deep_mil(
+      dataset.records, dataset.class_names, bags, clicks, mil_selections, config.mil,
+      config.detector, config.workdir, area_model=area_model,
+      folds=config.detector.deep_mil_folds, log=log, progress=PROGRESS,
+      summary_writer=summaries.writer(os.path.join(config.workdir, 'tensorboard', 'deep_mil')))
+  localizations_lib.write_localizations(os.path.join(config.workdir, 'localizations.jsonl'),
+                                        result['selections'], dataset.class_names)
+  info = {k: v for k, v in result.items() if k not in ('selections', 'timings_s')}
+  info['deep_mil_timings_s'] = result['timings_s']
+  return info
+
+
+def _enable_determinism(config):
+  if config.detector.deterministic:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.experimental.enable_op_determinism()
+
+
+def training_boxes(config, dataset):
+  """The detector's training boxes: the final localisations, or drawn boxes."""
+  from click_supervision.detector import train as train_lib  # pylint: disable=g-import-not-at-top
+  if config.detector.supervision != 'mil':
+    return train_lib.training_boxes_from_ground_truth(dataset.records, config.detector.supervision)
+  path = os.path.join(config.workdir, 'localizations.jsonl')
+  if not os.path.exists(path):
+    raise UserError(f'{path} does not exist: the detector trains on the localisations of the mil '
+                    f'stage (add mil to --stages, or use --supervision=boxes)')
+  return train_lib.training_boxes_from_selections(
+      localizations_lib.read_localizations(path, dataset.class_names))
+
+
+def supervision_hours(config, dataset, results):
+  """Annotation hours of the run's regime (clicks, or the drawn boxes it trains on)."""
+  click_config = config.clicks
+  if config.detector.supervision == 'mil':
+    return results['annotation_hours']
+  if config.detector.supervision == 'boxes':
+    count = len(records_lib.image_class_pairs(dataset))
+  else:
+    count = sum(int((~r['difficult']).sum()) for r in dataset.records)
+  return count * click_config.seconds_per_box / 3600.0
+
+
+def stage_detector(config, dataset, bags, results):
+  """Trains the detector, runs it on the test split; writes detections.jsonl, returns mAP info."""
+  from click_supervision import evaluation  # pylint: disable=g-import-not-at-top
+  from click_supervision import summaries  # pylint: disable=g-import-not-at-top
+  from click_supervision.detector import inference  # pylint: disable=g-import-not-at-top
+  from click_supervision.detector import train as train_lib  # pylint: disable=g-import-not-at-top
+  _enable_determinism(config)
+  summary_writer = summaries.writer(os.path.join(config.workdir, 'tensorboard', 'detector'))
+  model = train_lib.train_detector(
+      bags, training_boxes(config, dataset), len(dataset.class_names), config.detector,
+      os.path.join(config.workdir, 'detector'), log=log, progress=PROGRESS,
+      summary_writer=summary_writer)
+
+  # --- the test split: its own proposals and trunk maps (cached like the training ones). ---
+  same = (config.test_dataset, config.test_split) == (config.data.dataset, config.data.split)
+  if same:
+    test_dataset, test_bags = dataset, bags
+  else:
+    test_config = dataclasses.replace(config, data=dataclasses.replace(
+        config.data, dataset=config.test_dataset, split=config.test_split))
+    test_dataset, _ = stage_data(test_config)
+    if test_dataset.class_names != dataset.class_names:
+      raise UserError(f'--test_dataset={config.test_dataset}: its classes differ from '
+                      f'--dataset\'s ({len(test_dataset.class_names)} against '
+                      f'{len(dataset.class_names)})')
+    test_bags = stage_precompute(dataclasses.replace(test_config, num_workers=1, worker_index=0),
+                                 test_dataset, {'timings_s': {}})
+  detections = inference.detect_all(model, test_bags, test_dataset.records, config.detector,
+                                    progress=PROGRESS)
+  inference.write_detections(os.path.join(config.workdir, 'detections.jsonl'), detections,
+                             dataset.class_names)
+  info = {'test_dataset': config.test_dataset, 'test_split': config.test_split,
+          'num_test_images': len(test_dataset.records), 'num_detections': len(detections),
+          'supervision': config.detector.supervision,
+          'detector_config': dataclasses.asdict(config.detector),
+          'annotation_hours': supervision_hours(config, dataset, results)}
+  if config.test_dataset.startswith('coco'):
+    coco = evaluation.coco_ap(detections, test_dataset.records, dataset.class_names)
+    voc = evaluation.voc_ap(detections, test_dataset.records, len(dataset.class_names))
+    info.update(map=coco['ap'], map50=coco['ap50'], map_metric='COCO AP@[.5:.95]',
+                map_coco=coco)
+  else:
+    voc = evaluation.voc_ap(detections, test_dataset.records, len(dataset.class_names),
+                            use_11_point=True)
+    info.update(map=voc['map'], map_metric='VOC2007 11-point AP@0.5')
+  info['map_per_class'] = dict(zip(dataset.class_names, voc['ap_per_class']))
+  with summary_writer.as_default():
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.summary.scalar('detector/map', info['map'], step=0)
+  summaries.write_detection_images(summary_writer, test_dataset.records, detections,
+                                   dataset.class_names, step=0)
   return info
 
 

@@ -76,6 +76,15 @@ class _BagSource:
   def __iter__(self):
     return self.iter()
 
+  def subset(self, image_ids):
+    """The same source over only `image_ids` (kept in cache order)."""
+    import copy  # pylint: disable=g-import-not-at-top
+    wanted = set(image_ids)
+    view = copy.copy(self)
+    view.image_ids = [i for i in self.image_ids if i in wanted]
+    view.key = _key(self.key, view.image_ids)
+    return view
+
   def iter(self, image_ids=None):
     """Yields `Bag`s in cache order, one feature shard and one proposals shard in memory.
 

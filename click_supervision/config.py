@@ -220,6 +220,8 @@ class DetectorConfig:
       after `lr_drop_at` of the steps.
     epochs: passes over the training images (steps = epochs x images / images_per_batch).
     deep_mil_iterations: iterations of deep MIL (the detector as MIL's appearance model).
+    deep_mil_folds: detectors per deep MIL iteration, each re-localising the images it was not
+      trained on (`detector.deep_mil`).
     nms_iou, max_detections, score_threshold: test-time per-class NMS, detections kept per image,
       and the class probability below which a box is not a detection.
     checkpoint_every: steps between training checkpoints.
@@ -242,6 +244,7 @@ class DetectorConfig:
   lr_drop_at: float = 0.75
   epochs: float = 8.0
   deep_mil_iterations: int = 2
+  deep_mil_folds: int = 2
   nms_iou: float = 0.3
   max_detections: int = 100
   score_threshold: float = 1e-3
@@ -261,6 +264,8 @@ class DetectorConfig:
     if self.epochs <= 0 or self.learning_rate <= 0:
       raise ValueError(f'epochs and learning_rate must be > 0, not {self.epochs} and '
                        f'{self.learning_rate}')
+    if self.deep_mil_folds < 1:
+      raise ValueError(f'deep_mil_folds must be >= 1, not {self.deep_mil_folds}')
     if self.deep_mil_iterations < 0:
       raise ValueError(f'deep_mil_iterations must be >= 0, not {self.deep_mil_iterations}')
     for name in ('dropout', 'foreground_fraction', 'lr_drop_at'):

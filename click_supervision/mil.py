@@ -586,3 +586,9 @@ def _chosen_at(history):
   while t > 0 and history[t - 1] == history[t]:
     t -= 1
   return t
+
+
+# Shared with deep MIL (`detector.deep_mil`), which re-localises the same pairs with the same
+# cues and another appearance scorer.
+Problem = _Problem
+image_cues = _image_cues

@@ -80,3 +80,56 @@ def write_localization_images(summary_writer, records, selections, clicks, class
       drawing = draw_localizations(record, boxes, points, class_names)
       tf.summary.image(f'mil/localizations/{index}_{image_id}', drawing[None], step=step)
   summary_writer.flush()
+
+
+def draw_detections(record, boxes, labels, scores, class_names, min_score=0.3, max_side=480):
+  """The image with ground truth (green) and detections scoring >= `min_score` (orange, class
+  name and score).
+
+  Args:
+    record: record dict.
+    boxes: float [D, 4] pixels; labels: int [D]; scores: float [D].
+    class_names: list of str.
+  Returns:
+    uint8 [h, w, 3] RGB.
+  """
+  image = images_lib.load_image(record['path'])
+  scale = min(1.0, max_side / max(image.shape[:2]))
+  if scale < 1.0:
+    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                       interpolation=cv2.INTER_AREA)
+  image = np.array(image)
+
+  def corners(box):
+    ymin, xmin, ymax, xmax = (np.asarray(box) * scale).round().astype(int)
+    return (xmin, ymin), (max(xmax - 1, xmin), max(ymax - 1, ymin))
+
+  for box in record['gt_boxes']:
+    cv2.rectangle(image, *corners(box), GROUND_TRUTH, 1)
+  for box, label, score in zip(boxes, labels, scores):
+    if score < min_score:
+      continue
+    top_left, bottom_right = corners(box)
+    cv2.rectangle(image, top_left, bottom_right, SELECTED, 2)
+    cv2.putText(image, f'{class_names[int(label)]} {score:.2f}',
+                (top_left[0] + 2, top_left[1] + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, SELECTED, 1, cv2.LINE_AA)
+  return image
+
+
+def write_detection_images(summary_writer, records, detections, class_names, step, num_images=4):
+  """Image summary `detector/detections` of the first `num_images` test records.
+
+  Args:
+    detections: list of detection dicts (`evaluation` module docstring).
+  """
+  by_image = {}
+  for d in detections:
+    by_image.setdefault(str(d['image_id']), []).append(d)
+  with summary_writer.as_default():
+    for index, record in enumerate(records[:num_images]):
+      found = by_image.get(record['image_id'], [])
+      drawing = draw_detections(record, [d['box'] for d in found], [d['label'] for d in found],
+                                [d['score'] for d in found], class_names)
+      tf.summary.image(f'detector/detections/{index}_{record["image_id"]}', drawing[None],
+                       step=step)
+  summary_writer.flush()

@@ -28,7 +28,7 @@ CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'Shared cache folder (default
                                 '$CLICKSUP_CACHE_DIR or ~/.cache/click_supervision).')
 WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder of this run (default '
                               'runs/<dataset>_<split>_clicks<N>_seed<S>).')
-STAGES = flags.DEFINE_list('stages', list(config_lib.STAGES), 'Stages to run, comma separated, '
+STAGES = flags.DEFINE_list('stages', list(config_lib.DEFAULT_STAGES), 'Stages to run, comma separated, '
                            f'from {",".join(config_lib.STAGES)}.')
 SKIP_BAD_RECORDS = flags.DEFINE_bool('skip_bad_records', _DATA.skip_bad_records, 'Skip bad images '
                                      'or annotations (counted and logged) instead of stopping.')
@@ -142,3 +142,38 @@ AREA_FIT_DATA = flags.DEFINE_string('area_fit_data', config_lib.Config.area_fit_
                                     'Where mu(d) of the box-area cue is fitted for simulated '
                                     f'clicks: {area_fit.CHOICES_HELP}; never the localised '
                                     'images.')
+
+_DETECTOR = config_lib.DetectorConfig
+SUPERVISION = flags.DEFINE_enum('supervision', _DETECTOR.supervision, list(config_lib.SUPERVISIONS),
+                                'What the detector trains on: mil (the localisations of MIL and '
+                                'deep MIL), boxes (one drawn box per class per image; skips '
+                                'clicks, mil and deep_mil) or boxes_all (every drawn box).')
+DETECTOR_FINETUNE = flags.DEFINE_enum('detector_finetune', _DETECTOR.finetune,
+                                      list(config_lib.DETECTOR_FINETUNES),
+                                      'none: train the head on the cached trunk maps (CPU); '
+                                      'top/all: also trunk layers (not built yet).')
+DETECTOR_HIDDEN_UNITS = flags.DEFINE_integer('detector_hidden_units', _DETECTOR.hidden_units,
+                                             'Width of the fc6 and fc7 layers.', lower_bound=1)
+DETECTOR_EPOCHS = flags.DEFINE_float('detector_epochs', _DETECTOR.epochs,
+                                     'Passes over the training images per detector training.',
+                                     lower_bound=0.01)
+DETECTOR_LEARNING_RATE = flags.DEFINE_float('detector_learning_rate', _DETECTOR.learning_rate,
+                                            'SGD learning rate (x0.1 after 75 % of the steps).',
+                                            lower_bound=0.0)
+DETECTOR_SEED = flags.DEFINE_integer('detector_seed', _DETECTOR.seed, 'Seed of the detector\'s '
+                                     'initialisation, input order, RoI sampling and dropout.',
+                                     lower_bound=0)
+DETERMINISTIC = flags.DEFINE_bool('deterministic', _DETECTOR.deterministic, 'TensorFlow op '
+                                  'determinism: a resumed detector training gives the same '
+                                  'detections as an uninterrupted one (slower on accelerators).')
+DEEP_MIL_ITERATIONS = flags.DEFINE_integer('deep_mil_iterations', _DETECTOR.deep_mil_iterations,
+                                           'Deep MIL iterations (the detector as the appearance '
+                                           'model).', lower_bound=0)
+DEEP_MIL_FOLDS = flags.DEFINE_integer('deep_mil_folds', _DETECTOR.deep_mil_folds,
+                                      'Detectors per deep MIL iteration; each re-localises the '
+                                      'images it was not trained on (1 = one detector for all).',
+                                      lower_bound=1)
+TEST_DATASET = flags.DEFINE_string('test_dataset', None, 'Data source the detector stage '
+                                   'measures mAP on (default: --dataset).')
+TEST_SPLIT = flags.DEFINE_string('test_split', config_lib.Config.test_split, 'Split of '
+                                 '--test_dataset the detector stage measures mAP on.')

@@ -11,6 +11,7 @@
 import os
 
 from click_supervision.datasets import records
+from click_supervision.errors import DataError
 from click_supervision.errors import UserError
 
 DATASET_HELP = ('synthetic | synthetic:smoke | voc:PATH | coco:ANNOTATIONS_JSON[:IMAGES_DIR] | '
@@ -71,6 +72,23 @@ def check_spec(spec, flag='--dataset'):
         raise UserError(f'{flag}={spec}: {path} does not exist')
       return
   raise UserError(f'{flag}={spec!r} is not a data source; use one of: {DATASET_HELP}')
+
+
+def check_split(spec, split, cache_dir=None, flag='--split'):
+  """Raises DataError naming the missing split file when a `voc:` folder lacks
+  `ImageSets/Main/<split>.txt`, UserError for a split the synthetic set does not have (checked
+  before any stage runs). `coco:` JSON files are their own split; TFDS checks its own."""
+  del cache_dir  # The synthetic set's splits are fixed; its folder may not exist yet.
+  if spec in ('synthetic', 'synthetic:smoke'):
+    from click_supervision.datasets import synthetic  # pylint: disable=g-import-not-at-top
+    if split not in synthetic.SPLITS:
+      raise UserError(f'{flag}={split}: the synthetic set has the splits '
+                      f'{", ".join(synthetic.SPLITS)}')
+  elif spec.startswith('voc:'):
+    split_file = os.path.join(os.path.expanduser(spec[len('voc:'):]), 'ImageSets', 'Main',
+                              f'{split}.txt')
+    if not os.path.isfile(split_file):
+      raise DataError(split_file, f'{flag}={split}: split file not found')
 
 
 def dataset_slug(spec):

@@ -105,3 +105,23 @@ def detect_all(model, bags, records, config, progress=None):
   if bar:
     bar.close()
   return detections
+
+
+def write_detections(path, detections, class_names):
+  """Writes `detections.jsonl` atomically: one detection per line, sorted by image id, then
+  descending score:
+
+    {"image_id": "000005", "class": "chair", "box": [211.0, 262.0, 339.0, 324.0], "score": 0.91}
+
+  `box` is `[ymin, xmin, ymax, xmax]` in pixels, 0-based, end-exclusive (`boxes` convention).
+
+  Args:
+    path: destination file.
+    detections: list of detection dicts (`evaluation` module docstring).
+    class_names: list of str.
+  """
+  from click_supervision import atomic  # pylint: disable=g-import-not-at-top
+  ordered = sorted(detections, key=lambda d: (str(d['image_id']), -float(d['score'])))
+  atomic.write_jsonl(path, [{'image_id': str(d['image_id']), 'class': class_names[int(d['label'])],
+                             'box': [round(float(v), 2) for v in d['box']],
+                             'score': round(float(d['score']), 6)} for d in ordered])
