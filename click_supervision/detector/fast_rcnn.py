@@ -20,7 +20,7 @@ class FastRcnn(keras.Model):
     feature_stride: int, image pixels per feature cell of the trunk.
     feature_offset: float, pixels (`features` module docstring).
     pool_size: RoI grid side.
-    hidden_units, dropout: the head's (`FastRcnnHead`).
+    hidden_units, dropout, seed: the head's (`FastRcnnHead`).
     trunk: optional keras.Model, float32 [B, H, W, 3] RGB 0-255 -> [B, h, w, channels]. Without
       one, the model takes feature maps.
 
@@ -33,7 +33,7 @@ class FastRcnn(keras.Model):
   """
 
   def __init__(self, num_classes, feature_stride, feature_offset=0.0, pool_size=3,
-               hidden_units=1024, dropout=0.5, trunk=None, **kwargs):
+               hidden_units=1024, dropout=0.5, seed=None, trunk=None, **kwargs):
     super().__init__(**kwargs)
     self.num_classes = int(num_classes)
     self.feature_stride = int(feature_stride)
@@ -43,7 +43,8 @@ class FastRcnn(keras.Model):
     self.roi_pooling = features_lib.RoiPooling(stride=self.feature_stride,
                                                offset=self.feature_offset,
                                                pool_size=self.pool_size)
-    self.head = head_lib.FastRcnnHead(num_classes, hidden_units=hidden_units, dropout=dropout)
+    self.head = head_lib.FastRcnnHead(num_classes, hidden_units=hidden_units, dropout=dropout,
+                                      seed=seed)
 
   def call(self, inputs, training=False):
     if 'images' in inputs:
@@ -61,6 +62,7 @@ class FastRcnn(keras.Model):
         'num_classes': self.num_classes, 'feature_stride': self.feature_stride,
         'feature_offset': self.feature_offset, 'pool_size': self.pool_size,
         'hidden_units': self.head.hidden_units, 'dropout': self.head.dropout,
+        'seed': self.head.seed,
         'trunk': keras.saving.serialize_keras_object(self.trunk) if self.trunk else None})
     return config
 

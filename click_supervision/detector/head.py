@@ -20,6 +20,8 @@ class FastRcnnHead(keras.layers.Layer):
     num_classes: C, object classes (the classifier has C + 1 outputs, 0 = background).
     hidden_units: width of fc6 and fc7.
     dropout: dropout rate after fc6 and fc7 (training only).
+    seed: optional int seeding the initial weights (training runs pass theirs, so a resumed
+      run and an uninterrupted one start from the same weights).
 
   Call args:
     roi_features: float [N, ...] pooled features (e.g. [N, pool, pool, channels] or [N, D]).
@@ -31,21 +33,30 @@ class FastRcnnHead(keras.layers.Layer):
     (normalised as `box_coding.encode`).
   """
 
-  def __init__(self, num_classes, hidden_units=1024, dropout=0.5, **kwargs):
+  def __init__(self, num_classes, hidden_units=1024, dropout=0.5, seed=None, **kwargs):
     super().__init__(**kwargs)
     self.num_classes = int(num_classes)
     self.hidden_units = int(hidden_units)
     self.dropout = float(dropout)
-    self.fc6 = keras.layers.Dense(self.hidden_units, activation='relu', name='fc6')
-    self.fc7 = keras.layers.Dense(self.hidden_units, activation='relu', name='fc7')
+    self.seed = seed
+
+    def seeded(offset):
+      return None if seed is None else int(seed) * 4 + offset
+
+    self.fc6 = keras.layers.Dense(
+        self.hidden_units, activation='relu', name='fc6',
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seeded(0)))
+    self.fc7 = keras.layers.Dense(
+        self.hidden_units, activation='relu', name='fc7',
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seeded(1)))
     # Fast R-CNN's initialisation of the two output layers: small, so the first steps predict
     # near-uniform classes and near-zero deltas.
     self.classifier = keras.layers.Dense(
         self.num_classes + 1, name='classifier',
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.01, seed=seeded(2)))
     self.box_regressor = keras.layers.Dense(
         4 * self.num_classes, name='box_regressor',
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001))
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.001, seed=seeded(3)))
 
   def build(self, input_shape):
     dim = math.prod(int(d) for d in input_shape[1:])
@@ -74,5 +85,5 @@ class FastRcnnHead(keras.layers.Layer):
   def get_config(self):
     config = super().get_config()
     config.update({'num_classes': self.num_classes, 'hidden_units': self.hidden_units,
-                   'dropout': self.dropout})
+                   'dropout': self.dropout, 'seed': self.seed})
     return config

@@ -170,7 +170,8 @@ def build_detector(num_classes, geometry, pool_size, config):
   `channels`: geometry = (stride, offset, channels)."""
   stride, offset, channels = geometry
   model = fast_rcnn_lib.FastRcnn(num_classes, int(stride), float(offset), pool_size=pool_size,
-                                 hidden_units=config.hidden_units, dropout=config.dropout)
+                                 hidden_units=config.hidden_units, dropout=config.dropout,
+                                 seed=config.seed)
   model({'feature_maps': tf.zeros([1, 2, 2, int(channels)]), 'boxes': tf.zeros([1, 4]),
          'box_indices': tf.zeros([1], tf.int32)})
   return model

@@ -1,0 +1,326 @@
+"""Tests of the detector: box coding, RoI sampling, the model's config round trip and pooling
+equivalence, training on cached maps (a learnable toy problem, resume after a kill), inference
+with per-class NMS, and deep MIL."""
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from click_supervision import bags as bags_lib
+from click_supervision import cache as cache_lib
+from click_supervision import config as config_lib
+from click_supervision import evaluation
+from click_supervision import features as features_lib
+from click_supervision import localizations
+from click_supervision import mil
+from click_supervision.datasets import records as records_lib
+from click_supervision.detector import box_coding
+from click_supervision.detector import deep_mil
+from click_supervision.detector import fast_rcnn
+from click_supervision.detector import head as head_lib
+from click_supervision.detector import inference
+from click_supervision.detector import sampling
+from click_supervision.detector import train as train_lib
+from tests import helpers
+
+SIZE, STRIDE, CHANNELS = 64, 8, 4
+
+
+def toy_maps(tmp_path, num_images=16, seed=0, name='toy', sides=(16, 24, 32)):
+  """Cached trunk maps and proposals of toy images with one object each.
+
+  Each 64 x 64 image holds a 24 x 24 object of class i % 2 at a random place on the 8 px grid.
+  Its trunk map (8 x 8 cells, stride 8) has channel `class` at 1 inside the object, channel 2
+  noise and channel 3 a constant: an object is visible to the head only through its map, as in
+  real trunk maps. The proposals are every box on the 8 px grid with sides in `sides`.
+
+  Returns:
+    (records, class names, `bags.TrunkMapBags`).
+  """
+  rng = np.random.default_rng(seed)
+  grid = [(y, x, y + h, x + w) for h in sides for w in sides
+          for y in range(0, SIZE - h + 1, 8) for x in range(0, SIZE - w + 1, 8)]
+  grid = np.array(grid, np.float32)
+  records, proposals, maps = [], {}, {}
+  for i in range(num_images):
+    label = i % 2
+    y, x = rng.integers(0, 6, size=2) * 8
+    box = np.array([[y, x, y + 24, x + 24]], np.float32)
+    feature_map = np.zeros((SIZE // STRIDE, SIZE // STRIDE, CHANNELS), np.float32)
+    feature_map[y // 8:y // 8 + 3, x // 8:x // 8 + 3, label] = 1.0
+    feature_map[..., 2] = rng.uniform(0, 0.3, size=feature_map.shape[:2])
+    feature_map[..., 3] = 0.5
+    image_id = f'{name}{i:02d}'
+    path = tmp_path / f'{image_id}.jpg'
+    path.write_bytes(b'x')
+    records.append(records_lib.make_record(image_id, str(path), SIZE, SIZE, box, [label]))
+    proposals[image_id] = {'boxes': grid, 'scores': rng.uniform(size=len(grid)).astype(np.float32)}
+    maps[image_id] = {'map': feature_map.astype(np.float16), 'factors': np.ones(4, np.float32),
+                      'geometry': np.array([STRIDE, 0.0], np.float32)}
+  files = [(r['image_id'], r['path']) for r in records]
+  proposal_cache = cache_lib.ShardedCache(str(tmp_path / 'c'), 'proposals', {'n': name}, files, 8)
+  map_cache = cache_lib.ShardedCache(str(tmp_path / 'c'), 'trunk_maps', {'n': name}, files, 4)
+  for cache, data in ((proposal_cache, proposals), (map_cache, maps)):
+    for shard in range(cache.num_shards):
+      cache.write_shard(shard, {i: data[i] for i in cache.shard_image_ids(shard)})
+  return records, ['a', 'b'], bags_lib.TrunkMapBags(records, proposal_cache, map_cache,
+                                                    pool_size=2)
+
+
+FAST = config_lib.DetectorConfig(hidden_units=32, epochs=60, rois_per_image=32,
+                                 learning_rate=0.1, checkpoint_every=20, dropout=0.1)
+
+
+# --- box coding -------------------------------------------------------------------------------
+
+def test_box_coding_hand_values_and_round_trip():
+  roi = np.array([[0, 0, 10, 20]], np.float32)
+  # Center moved by 1 px down and 2 px right (0.1 of the height and width), size doubled.
+  target = np.array([[-4, -8, 16, 32]], np.float32)
+  deltas = box_coding.encode(roi, np.array([[1, 2, 11, 22]], np.float32))
+  np.testing.assert_allclose(deltas, [[0.1 / 0.1, 0.1 / 0.1, 0.0, 0.0]], atol=1e-6)
+  deltas = box_coding.encode(roi, target)
+  np.testing.assert_allclose(deltas, [[0.1 / 0.1, 0.1 / 0.1, np.log(2) / 0.2, np.log(2) / 0.2]],
+                             atol=1e-6)
+  np.testing.assert_allclose(box_coding.decode(roi, deltas), target, atol=1e-4)
+  # One delta per class: [N, K, 4].
+  per_class = box_coding.decode(roi, np.stack([deltas, np.zeros_like(deltas)], axis=1))
+  assert per_class.shape == (1, 2, 4)
+  np.testing.assert_allclose(per_class[0, 1], roi[0], atol=1e-5)
+
+
+# --- RoI sampling -----------------------------------------------------------------------------
+
+def test_sampling_follows_the_fast_rcnn_recipe():
+  rng = np.random.default_rng(0)
+  truth = np.array([[0, 0, 40, 40]], np.float32)
+  shifts = np.arange(0, 60, 2, dtype=np.float32)
+  proposals = np.stack([shifts * 0, shifts, shifts * 0 + 40, shifts + 40], axis=1)
+  sample = sampling.sample_rois(proposals, truth, [3], 16, rng)
+  iou = np.array([box_lib_iou(r, truth[0]) for r in sample['rois']])
+  labels = sample['labels']
+  assert len(labels) == 16
+  assert (labels > 0).sum() == 4  # 25 % foreground.
+  assert np.all(labels[labels > 0] == 4)  # Class 3 -> label 4 (0 is background).
+  assert np.all(iou[labels > 0] >= 0.5) and np.all(iou[labels == 0] < 0.5)
+  np.testing.assert_array_equal(sample['targets'][labels == 0], 0.0)
+  fg = labels > 0
+  np.testing.assert_allclose(box_coding.decode(sample['rois'][fg], sample['targets'][fg]),
+                             np.repeat(truth, fg.sum(), 0), atol=1e-3)
+
+
+def box_lib_iou(a, b):
+  from click_supervision import boxes  # pylint: disable=g-import-not-at-top
+  return boxes.pairwise_iou(a[None], b[None])[0, 0]
+
+
+def test_sampling_tops_background_up_below_the_low_threshold_and_handles_no_boxes():
+  rng = np.random.default_rng(0)
+  truth = np.array([[0, 0, 10, 10]], np.float32)
+  far = np.array([[50, 50, 60, 60], [70, 70, 80, 80]], np.float32)  # IoU 0 with the truth.
+  sample = sampling.sample_rois(far, truth, [0], 8, rng)
+  # The truth itself is foreground; both far boxes fill the background although IoU < 0.1.
+  assert sorted(sample['labels'].tolist()) == [0, 0, 1]
+  empty = sampling.sample_rois(far, np.zeros((0, 4)), [], 8, rng)
+  assert empty['labels'].tolist() == [0, 0]
+
+
+# --- the model --------------------------------------------------------------------------------
+
+def test_model_round_trips_through_get_config_with_and_without_trunk(tmp_path):
+  trunk = helpers.tiny_trunk(stride=4, channels=5)
+  model = fast_rcnn.FastRcnn(3, 4, 0.0, pool_size=2, hidden_units=8, trunk=trunk)
+  inputs = {'images': tf.random.uniform([1, 32, 32, 3], 0, 255, seed=1),
+            'boxes': tf.constant([[0, 0, 16, 16], [4, 8, 28, 30]], tf.float32),
+            'box_indices': tf.zeros([2], tf.int32)}
+  out = model(inputs)
+  assert out['class_logits'].shape == (2, 4) and out['box_deltas'].shape == (2, 3, 4)
+  path = str(tmp_path / 'm.keras')
+  model.save(path)
+  loaded = keras.saving.load_model(path)
+  assert loaded.trunk.feature_stride == 4
+  np.testing.assert_allclose(loaded(inputs)['class_logits'], out['class_logits'], atol=1e-6)
+  head = head_lib.FastRcnnHead(3, hidden_units=8, dropout=0.25)
+  assert head_lib.FastRcnnHead.from_config(head.get_config()).get_config() == head.get_config()
+  bare = fast_rcnn.FastRcnn.from_config(
+      dict(model.get_config(), trunk=None))
+  assert bare.trunk is None and bare.get_config()['pool_size'] == 2
+
+
+def test_head_on_cached_map_features_equals_the_model_on_the_image():
+  """--detector_finetune=none trains the head on rows pooled from trunk maps; the full model
+  pools inside. The two must see the same numbers."""
+  trunk = helpers.tiny_trunk(stride=4, channels=5)
+  model = fast_rcnn.FastRcnn(2, 4, 0.0, pool_size=3, hidden_units=8, trunk=trunk)
+  image = np.random.default_rng(0).uniform(0, 255, size=(1, 40, 48, 3)).astype(np.float32)
+  boxes = np.array([[0, 0, 40, 48], [5, 6, 30, 20]], np.float32)
+  direct = model({'images': tf.constant(image), 'boxes': tf.constant(boxes),
+                  'box_indices': tf.zeros([2], tf.int32)})
+  feature_map = trunk(tf.constant(image)).numpy()[0]
+  rows = bags_lib.l2_normalize(features_lib.MapPooler(4, 0.0, pool_size=3)(feature_map, boxes))
+  from_rows = model.head(tf.constant(rows))
+  np.testing.assert_allclose(from_rows['class_logits'], direct['class_logits'], atol=1e-5)
+  np.testing.assert_allclose(from_rows['box_deltas'], direct['box_deltas'], atol=1e-5)
+
+
+# --- training and inference -------------------------------------------------------------------
+
+def test_the_detector_learns_the_toy_objects(tmp_path):
+  records, names, bags = toy_maps(tmp_path, num_images=16, seed=0)
+  truth = train_lib.training_boxes_from_ground_truth(records, 'boxes')
+  model = train_lib.train_detector(bags, truth, len(names), FAST, str(tmp_path / 'det'),
+                                   log=lambda m: None)
+  test_records, _, test_bags = toy_maps(tmp_path, num_images=12, seed=1, name='test')
+  detections = inference.detect_all(model, test_bags, test_records, FAST)
+  result = evaluation.voc_ap(detections, test_records, len(names))
+  # Golden range: objects are plain in the maps; a head that learned nothing scores near 0.
+  assert result['map'] > 0.8, result
+  per_image = {}
+  for d in detections:
+    per_image[d['image_id']] = per_image.get(d['image_id'], 0) + 1
+  assert max(per_image.values()) <= FAST.max_detections
+  # The finished model is kept; a second call loads it instead of training again.
+  again = train_lib.train_detector(bags, truth, len(names), FAST, str(tmp_path / 'det'),
+                                   log=lambda m: None)
+  np.testing.assert_array_equal(again.head.fc6.kernel.numpy(), model.head.fc6.kernel.numpy())
+
+
+def test_a_killed_training_resumes_to_the_same_detections(tmp_path, monkeypatch):
+  records, names, bags = toy_maps(tmp_path, num_images=8, seed=2)
+  truth = train_lib.training_boxes_from_ground_truth(records, 'boxes')
+  config = dataclasses.replace(FAST, epochs=10, checkpoint_every=15)  # 40 steps.
+  whole = train_lib.train_detector(bags, truth, 2, config, str(tmp_path / 'whole'),
+                                   log=lambda m: None)
+  real_make_batch = train_lib.make_batch
+
+  def killed_at_step_35(bags_, ids, boxes, config_, seed, step):
+    if step == 35:
+      raise KeyboardInterrupt('killed')
+    return real_make_batch(bags_, ids, boxes, config_, seed, step)
+
+  monkeypatch.setattr(train_lib, 'make_batch', killed_at_step_35)
+  with pytest.raises(KeyboardInterrupt):
+    train_lib.train_detector(bags, truth, 2, config, str(tmp_path / 'resumed'), log=print)
+  monkeypatch.setattr(train_lib, 'make_batch', real_make_batch)
+  messages = []
+  resumed = train_lib.train_detector(bags, truth, 2, config, str(tmp_path / 'resumed'),
+                                     log=messages.append)
+  assert any('resumed at step 30' in m for m in messages), messages
+  a = inference.detect_all(whole, bags, records, config)
+  b = inference.detect_all(resumed, bags, records, config)
+  assert [d['score'] for d in a] == pytest.approx([d['score'] for d in b], abs=1e-6)
+
+
+def test_other_training_boxes_retrain_from_scratch(tmp_path):
+  records, names, bags = toy_maps(tmp_path, num_images=4, seed=3)
+  config = dataclasses.replace(FAST, epochs=1)
+  truth = train_lib.training_boxes_from_ground_truth(records, 'boxes')
+  train_lib.train_detector(bags, truth, 2, config, str(tmp_path / 'det'), log=lambda m: None)
+  moved = {i: (b + 8, l) for i, (b, l) in truth.items()}
+  messages = []
+  train_lib.train_detector(bags, moved, 2, config, str(tmp_path / 'det'), log=messages.append)
+  assert not any('trained model found' in m for m in messages)
+
+
+def test_input_order_is_a_function_of_seed_and_step(tmp_path):
+  _, _, bags = toy_maps(tmp_path, num_images=10, seed=4)
+  epoch = train_lib.epoch_image_order(bags, 0, 0)
+  assert sorted(epoch) == sorted(bags.image_ids)
+  assert epoch != train_lib.epoch_image_order(bags, 0, 1)
+  assert train_lib.images_of_step(bags, 0, 6, 2) == train_lib.epoch_image_order(bags, 0, 1)[2:4]
+
+
+def test_training_boxes_from_ground_truth_one_per_class_or_all():
+  record = records_lib.make_record(
+      'a', 'a.jpg', 100, 100,
+      np.array([[0, 0, 10, 10], [0, 0, 50, 50], [0, 0, 90, 90], [5, 5, 20, 20]], np.float32),
+      [0, 0, 0, 1], difficult=[False, False, True, False])
+  boxes, labels = train_lib.training_boxes_from_ground_truth([record], 'boxes')['a']
+  # Class 0: the largest non-difficult box (the difficult 90 x 90 one is not used).
+  np.testing.assert_array_equal(boxes, [[0, 0, 50, 50], [5, 5, 20, 20]])
+  assert labels.tolist() == [0, 1]
+  boxes, labels = train_lib.training_boxes_from_ground_truth([record], 'boxes_all')['a']
+  assert len(boxes) == 3 and labels.tolist() == [0, 0, 1]
+
+
+def test_per_class_nms_and_the_detection_cap():
+  class FixedRunner:
+    model = None
+
+    def __call__(self, features):
+      p = len(features)
+      probabilities = np.zeros((p, 3), np.float32)
+      probabilities[:, 1] = np.linspace(0.9, 0.5, p)  # Class 0.
+      probabilities[:, 2] = 0.4  # Class 1.
+      probabilities[:, 0] = 1 - probabilities[:, 1] - probabilities[:, 2]
+      return probabilities, np.zeros((p, 2, 4), np.float32)
+
+  boxes = np.array([[0, 0, 10, 10], [0, 1, 10, 11], [20, 20, 30, 30]], np.float32)
+  bag = bags_lib.Bag('x', boxes, np.ones(3, np.float32), np.zeros((3, 2), np.float32))
+  config = config_lib.DetectorConfig(nms_iou=0.3, max_detections=3)
+  found, labels, scores = inference.detect(FixedRunner(), bag, 40, 40, config)
+  # Per class the near-duplicate (IoU 0.82) of the best box is suppressed: 2 + 2 boxes, cap 3.
+  assert len(found) == 3
+  assert labels.tolist() == [0, 0, 1] and np.all(np.diff(scores) <= 0)
+  np.testing.assert_array_equal(found[1], boxes[2])
+
+
+def test_detections_file_format(tmp_path):
+  path = tmp_path / 'detections.jsonl'
+  inference.write_detections(path, [
+      {'image_id': 'b', 'label': 1, 'box': [1, 2, 3, 4], 'score': 0.5},
+      {'image_id': 'a', 'label': 0, 'box': [0.123, 2, 3, 4], 'score': 0.25},
+      {'image_id': 'a', 'label': 1, 'box': [0, 2, 3, 4], 'score': 0.75}], ['cat', 'dog'])
+  rows = [json.loads(line) for line in path.read_text().splitlines()]
+  assert [(r['image_id'], r['class'], r['score']) for r in rows] == [
+      ('a', 'dog', 0.75), ('a', 'cat', 0.25), ('b', 'dog', 0.5)]
+  assert rows[1]['box'] == [0.12, 2.0, 3.0, 4.0]
+
+
+# --- deep MIL ---------------------------------------------------------------------------------
+
+def test_deep_mil_corrects_wrong_localisations_and_resumes(tmp_path):
+  # Object-sized proposals only: A alone (no objectness, no cues) cannot tell a whole object
+  # from a part of it, which the other tests' smaller proposals would be.
+  records, names, bags = toy_maps(tmp_path, num_images=24, seed=5, sides=(24,))
+  # Start: two thirds of the pairs localised on their object, one third on a patch of
+  # background. The detector trained on these learns the objects from the majority and, as A,
+  # moves the wrong third onto their objects.
+  mil_config = mil.MilConfig(cues=('appearance',))
+  start = {}
+  for n, r in enumerate(records):
+    box = r['gt_boxes'][0].copy()
+    if n % 3 == 0:
+      y, x = (0, 40) if box[1] >= 32 else (40, 40)
+      box = np.array([y, x if box[0] < 32 or box[1] < 32 else 0, y + 16,
+                      (x if box[0] < 32 or box[1] < 32 else 0) + 16], np.float32)
+    start[(r['image_id'], int(r['gt_labels'][0]))] = {
+        'box': box, 'index': -1, 'score': 0.0, 'iteration': 5, 'split': False}
+  config = dataclasses.replace(FAST, deep_mil_iterations=2)
+  result = deep_mil.run_deep_mil(records, names, bags, {}, start, mil_config, config,
+                                 str(tmp_path / 'run'), folds=2, log=lambda m: None)
+  first = result['corloc_deep_mil_per_iteration'][0]
+  assert first < 0.75
+  assert result['corloc_deep_mil'] >= 0.9, result['corloc_deep_mil_per_iteration']
+  assert len(result['changes_per_iteration_deep_mil']) == 2
+  saved = localizations.read_localizations(
+      str(tmp_path / 'run' / 'deep_mil' / 'iteration_2.jsonl'), names)
+  assert set(saved) == set(start)
+  messages = []
+  again = deep_mil.run_deep_mil(records, names, bags, {}, start, mil_config, config,
+                                str(tmp_path / 'run'), folds=2, log=messages.append)
+  assert sum('read from' in m for m in messages) == 2
+  assert again['corloc_deep_mil'] == result['corloc_deep_mil']
+
+
+def test_detector_config_rejects_bad_values():
+  with pytest.raises(ValueError, match='supervision'):
+    config_lib.DetectorConfig(supervision='points')
+  with pytest.raises(ValueError, match='background_iou_low'):
+    config_lib.DetectorConfig(background_iou_low=0.6)
+  with pytest.raises(ValueError, match='deep_mil_folds'):
+    config_lib.DetectorConfig(deep_mil_folds=0)
