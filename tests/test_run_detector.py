@@ -1,0 +1,86 @@
+"""End-to-end tests of the driver's detector stages (deep_mil, detector), run as a user would."""
+
+import json
+import math
+
+from test_run_mil import expect_clean_error
+from test_run_mil import run_driver
+from test_run_mil import small_voc_copy
+
+ALL_STAGES = '--stages=data,clicks,proposals,features,mil,deep_mil,detector'
+
+
+def test_every_stage_on_the_smoke_set(tmp_path):
+  workdir = tmp_path / 'work'
+  code, lines = run_driver('--preset=smoke', ALL_STAGES, '--test_split=test',
+                           '--detector_epochs=4', '--detector_hidden_units=64',
+                           f'--workdir={workdir}', cache_dir=tmp_path / 'cache')
+  assert code == 0, lines
+  results = json.loads((workdir / 'results.json').read_text())
+  assert results['status'] == 'complete'
+  # Deep MIL starts where SVM MIL ended and reports per iteration (index 0 = SVM MIL).
+  assert len(results['corloc_deep_mil_per_iteration']) == 3
+  assert results['corloc_deep_mil_per_iteration'][0] == results['corloc']
+  assert (workdir / 'localizations_mil.jsonl').exists()
+  final = (workdir / 'localizations.jsonl').read_text()
+  assert final == (workdir / 'deep_mil' / 'iteration_2.jsonl').read_text()
+  # mAP on the test split, per class by name; the detections file is one detection per line.
+  assert results['test_split'] == 'test' and results['num_test_images'] == 8
+  assert 0.0 <= results['map'] <= 1.0
+  assert set(results['map_per_class']) == {'cross', 'disc', 'heart', 'rectangle', 'star',
+                                           'triangle'}
+  rows = [json.loads(line) for line in (workdir / 'detections.jsonl').read_text().splitlines()]
+  assert len(rows) == results['num_detections'] > 0
+  assert set(rows[0]) == {'image_id', 'class', 'box', 'score'}
+  assert all(r['class'] in results['map_per_class'] for r in rows)
+  assert all(r['box'][0] < r['box'][2] and r['box'][1] < r['box'][3] for r in rows)
+  for stage in ('mil', 'deep_mil', 'detector'):
+    assert results['timings_s'][stage] > 0
+  assert math.isclose(results['annotation_hours'],
+                      results['click_stats']['annotation_hours'])
+  # A rerun finds every trained model and iteration: nothing is trained again.
+  code, lines = run_driver('--preset=smoke', ALL_STAGES, '--test_split=test',
+                           '--detector_epochs=4', '--detector_hidden_units=64',
+                           f'--workdir={workdir}', cache_dir=tmp_path / 'cache')
+  assert code == 0, lines
+  assert not any('detector: training' in line for line in lines), lines
+  again = json.loads((workdir / 'results.json').read_text())
+  assert again['map'] == results['map']
+
+
+def test_drawn_box_supervision_skips_clicks_and_mil(tmp_path):
+  workdir = tmp_path / 'work'
+  code, lines = run_driver('--preset=smoke', ALL_STAGES, '--supervision=boxes',
+                           '--test_split=test', '--detector_epochs=4',
+                           '--detector_hidden_units=64', f'--workdir={workdir}',
+                           cache_dir=tmp_path / 'cache')
+  assert code == 0, lines
+  assert any('skipping clicks, mil, deep_mil' in line for line in lines), lines
+  results = json.loads((workdir / 'results.json').read_text())
+  assert 'corloc' not in results and 'corloc_deep_mil' not in results
+  assert not (workdir / 'localizations.jsonl').exists()
+  # One drawn box per positive (image, class) pair at the box cost.
+  assert math.isclose(results['annotation_hours'],
+                      results['num_pairs'] * results['config']['clicks']['seconds_per_box'] / 3600)
+  assert results['supervision'] == 'boxes' and 0.0 <= results['map'] <= 1.0
+
+
+def test_a_missing_test_split_is_one_line_before_any_stage(voc_dev_root, tmp_path):
+  root = small_voc_copy(voc_dev_root, tmp_path / 'voc')
+  line = expect_clean_error([f'--dataset=voc:{root}', ALL_STAGES, '--test_split=test',
+                             f'--workdir={tmp_path / "work"}'], tmp_path / 'cache',
+                            'test.txt', 'split file not found')
+  assert str(root) in line
+  assert not (tmp_path / 'cache' / 'proposals').exists()
+
+
+def test_unbuilt_trunk_training_is_refused_clearly(tmp_path):
+  expect_clean_error(['--preset=smoke', ALL_STAGES, '--detector_finetune=all',
+                      f'--workdir={tmp_path / "work"}'], tmp_path / 'cache',
+                     '--detector_finetune=all', 'not built yet')
+
+
+def test_deep_mil_without_mil_localisations_is_one_line(tmp_path):
+  expect_clean_error(['--preset=smoke', '--stages=data,clicks,proposals,features,deep_mil',
+                      f'--workdir={tmp_path / "work"}'], tmp_path / 'cache',
+                     'localizations_mil.jsonl', 'add mil to --stages')
