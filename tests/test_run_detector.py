@@ -2,7 +2,11 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
+from conftest import REPO
 from test_run_mil import expect_clean_error
 from test_run_mil import run_driver
 from test_run_mil import small_voc_copy
@@ -84,3 +88,29 @@ def test_deep_mil_without_mil_localisations_is_one_line(tmp_path):
   expect_clean_error(['--preset=smoke', '--stages=data,clicks,proposals,features,deep_mil',
                       f'--workdir={tmp_path / "work"}'], tmp_path / 'cache',
                      'localizations_mil.jsonl', 'add mil to --stages')
+
+
+def test_a_killed_detector_training_resumes_to_the_same_detections(tmp_path):
+  cache = tmp_path / 'cache'
+  # 12 training images x 50 epochs / 2 per step = 300 steps; checkpoints every 200.
+  args = ['--preset=smoke', '--stages=data,proposals,features,detector', '--supervision=boxes',
+          '--test_split=test', '--detector_epochs=50', '--detector_hidden_units=64',
+          '--deterministic']
+  code, lines = run_driver(*args, f'--workdir={tmp_path / "fresh"}', cache_dir=cache)
+  assert code == 0, lines
+  process = subprocess.Popen(
+      [sys.executable, os.path.join(REPO, 'run_mil.py'), *args, f'--cache_dir={cache}',
+       f'--workdir={tmp_path / "k"}'],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  killed = False
+  for line in process.stdout:
+    if line.startswith('detector: step 200/'):
+      process.kill()
+      killed = True
+      break
+  process.wait(timeout=60)
+  assert killed and not (tmp_path / 'k' / 'detections.jsonl').exists()
+  code, lines = run_driver(*args, f'--workdir={tmp_path / "k"}', cache_dir=cache)
+  assert code == 0 and any('resumed at step 200' in line for line in lines), lines
+  assert ((tmp_path / 'k' / 'detections.jsonl').read_bytes() ==
+          (tmp_path / 'fresh' / 'detections.jsonl').read_bytes())

@@ -297,6 +297,9 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
       raise FloatingPointError(f'detector: loss is {metrics["loss"]} at step {step}; lower '
                                f'--detector_learning_rate')
     window.append(metrics)
+    # Saved before the progress line, so a process killed after printing step s resumes at s.
+    if (step + 1) % config.checkpoint_every == 0 and step + 1 < total_steps:
+      manager.save(checkpoint_number=step + 1)
     if summary_writer is not None and (step + 1) % 20 == 0:
       with summary_writer.as_default(step=step + 1):
         for name in metrics:
@@ -309,8 +312,6 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
           f'{mean["accuracy"]:.3f}, lr {float(schedule(step)):g}, '
           f'{(step + 1 - start_step) / (time.time() - started):.1f} steps/s')
       window = []
-    if (step + 1) % config.checkpoint_every == 0 and step + 1 < total_steps:
-      manager.save(checkpoint_number=step + 1)
     if bar:
       bar.update(1)
   if bar:
