@@ -109,7 +109,8 @@ def config_from_flags():
         learning_rate=mil_flags.DETECTOR_LEARNING_RATE.value, seed=mil_flags.DETECTOR_SEED.value,
         deterministic=mil_flags.DETERMINISTIC.value,
         deep_mil_iterations=mil_flags.DEEP_MIL_ITERATIONS.value,
-        deep_mil_folds=mil_flags.DEEP_MIL_FOLDS.value)
+        deep_mil_folds=mil_flags.DEEP_MIL_FOLDS.value,
+        deep_mil_refine=mil_flags.DEEP_MIL_REFINE.value)
   except ValueError as e:
     raise UserError(f'detector flags: {e}') from None
   if detector_config.finetune != 'none' and {'deep_mil', 'detector'} & set(stages):

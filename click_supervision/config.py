@@ -222,6 +222,7 @@ class DetectorConfig:
     deep_mil_iterations: iterations of deep MIL (the detector as MIL's appearance model).
     deep_mil_folds: detectors per deep MIL iteration, each re-localising the images it was not
       trained on (`detector.deep_mil`).
+    deep_mil_refine: move each re-localised box by the detector's box regression.
     nms_iou, max_detections, score_threshold: test-time per-class NMS, detections kept per image,
       and the class probability below which a box is not a detection.
     checkpoint_every: steps between training checkpoints.
@@ -245,6 +246,7 @@ class DetectorConfig:
   epochs: float = 8.0
   deep_mil_iterations: int = 2
   deep_mil_folds: int = 2
+  deep_mil_refine: bool = False
   nms_iou: float = 0.3
   max_detections: int = 100
   score_threshold: float = 1e-3

@@ -177,3 +177,5 @@ TEST_DATASET = flags.DEFINE_string('test_dataset', None, 'Data source the detect
                                    'measures mAP on (default: --dataset).')
 TEST_SPLIT = flags.DEFINE_string('test_split', config_lib.Config.test_split, 'Split of '
                                  '--test_dataset the detector stage measures mAP on.')
+DEEP_MIL_REFINE = flags.DEFINE_bool('deep_mil_refine', _DETECTOR.deep_mil_refine, 'Move each '
+                                    'box deep MIL selects by the detector\'s box regression.')

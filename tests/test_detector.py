@@ -324,3 +324,26 @@ def test_detector_config_rejects_bad_values():
     config_lib.DetectorConfig(background_iou_low=0.6)
   with pytest.raises(ValueError, match='deep_mil_folds'):
     config_lib.DetectorConfig(deep_mil_folds=0)
+
+
+def test_scorer_gives_class_probabilities_and_refined_boxes():
+  from click_supervision.detector import scorer as scorer_lib  # pylint: disable=g-import-not-at-top
+  model = train_lib.build_detector(2, (8, 0.0, 4), 2, dataclasses.replace(FAST, seed=1))
+  # Box regression that always says "twice as tall, centre 1/10 of the height lower", class 1.
+  kernel, bias = model.head.box_regressor.get_weights()
+  bias = np.zeros_like(bias)
+  bias[4:8] = [0.1 / 0.1, 0.0, np.log(2) / 0.2, 0.0]
+  model.head.box_regressor.set_weights([np.zeros_like(kernel), bias])
+  boxes = np.array([[10, 10, 30, 20], [0, 0, 64, 64]], np.float32)
+  features = np.random.default_rng(0).uniform(size=(2, 16)).astype(np.float32)
+  bag = bags_lib.Bag('x', boxes, np.ones(2, np.float32), features)
+  scorer = scorer_lib.DetectorScorer([model])
+  scores = scorer.scores(bag, 0, [1, 0])
+  probabilities, _ = inference.HeadRunner(model)(features)
+  np.testing.assert_allclose(scores, probabilities[:, [2, 1]], atol=1e-6)
+  # Height 20 -> 40 about a centre moved from 20 to 22; clipped to the 64 px image.
+  np.testing.assert_allclose(scorer.refined_box(bag, 0, 1, 0, 64, 64), [2, 10, 42, 20],
+                             atol=1e-4)
+  np.testing.assert_allclose(scorer.refined_box(bag, 0, 0, 0, 64, 64), boxes[0], atol=1e-4)
+  np.testing.assert_allclose(scorer.refined_box(bag, 0, 1, 1, 64, 64), [0, 0, 64, 64],
+                             atol=1e-4)

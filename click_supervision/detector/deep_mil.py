@@ -69,7 +69,8 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
       timings['train'] += time.time() - start
       start = time.time()
       new = _relocalize(problem, bags, scorer_lib.DetectorScorer(models), image_folds if folds >
-                        1 else None, area_model, mil_config, iteration, progress)
+                        1 else None, area_model, mil_config, iteration, progress,
+                        refine=config.deep_mil_refine)
       timings['relocalize'] += time.time() - start
       for pair, selection in new.items():  # An unchanged box keeps the iteration that chose it.
         if selection['index'] == selections[pair]['index']:
@@ -98,9 +99,11 @@ def _boxes(problem, selections):
 
 
 def _relocalize(problem, bags, scorer, image_folds, area_model, mil_config, iteration,
-                progress):
-  """Every pair's new selection under `scorer` (fold 0 for all images when not folded)."""
+                progress, refine=False):
+  """Every pair's new selection under `scorer` (fold 0 for all images when not folded); with
+  `refine`, the chosen proposal moved by the detector's box regression."""
   new = {}
+  sizes = {r['image_id']: (r['height'], r['width']) for r in problem.records}
   bar = (progress(len(bags.image_ids), f'deep mil iteration {iteration}: re-localisation')
          if progress else None)
   for bag in bags:
@@ -111,7 +114,9 @@ def _relocalize(problem, bags, scorer, image_folds, area_model, mil_config, iter
       chosen = mil_lib.relocalize_image(bag, problem.labels[bag.image_id], fold, cues, scorer,
                                         mil_config, cue_only)
       for i, (index, score), split in zip(rows, chosen, splits):
-        new[problem.pairs[i]] = {'box': bag.boxes[index], 'index': int(index),
+        box = (scorer.refined_box(bag, fold, int(problem.pair_class[i]), index,
+                                  *sizes[bag.image_id]) if refine else bag.boxes[index])
+        new[problem.pairs[i]] = {'box': box, 'index': int(index),
                                  'score': float(score), 'iteration': iteration,
                                  'split': bool(split)}
     if bar:

@@ -16,9 +16,26 @@ class DetectorScorer:
 
   def __init__(self, models):
     self.runners = [inference.HeadRunner(m) for m in models]
+    self._last = None  # (image id, fold) -> the head's outputs, reused by `refined_box`.
+
+  def _outputs(self, bag, fold):
+    key = (bag.image_id, fold)
+    if self._last is None or self._last[0] != key:
+      runner = self.runners[fold if len(self.runners) > 1 else 0]
+      self._last = (key, runner(bag.features))
+    return self._last[1]
 
   def scores(self, bag, fold, classes):
     """float32 [P, len(classes)]: softmax probability of each class for each proposal."""
-    runner = self.runners[fold if len(self.runners) > 1 else 0]
-    probabilities, _ = runner(bag.features)
+    probabilities, _ = self._outputs(bag, fold)
     return probabilities[:, np.asarray(classes, np.int64) + 1]
+
+  def refined_box(self, bag, fold, class_index, index, height, width):
+    """Proposal `index` moved by the detector's box regression for `class_index`, clipped to
+    the image: float32 [4] pixels."""
+    from click_supervision import boxes as box_lib  # pylint: disable=g-import-not-at-top
+    from click_supervision.detector import box_coding  # pylint: disable=g-import-not-at-top
+    _, deltas = self._outputs(bag, fold)
+    box = box_coding.decode(bag.boxes[index:index + 1], deltas[index:index + 1, class_index])
+    box = box_lib.clip_to_image(box, height, width)
+    return box[0] if box_lib.is_valid(box)[0] else bag.boxes[index]
