@@ -110,9 +110,12 @@ def config_from_flags():
         deterministic=mil_flags.DETERMINISTIC.value,
         deep_mil_iterations=mil_flags.DEEP_MIL_ITERATIONS.value,
         deep_mil_folds=mil_flags.DEEP_MIL_FOLDS.value,
-        deep_mil_refine=mil_flags.DEEP_MIL_REFINE.value)
+        deep_mil_refine=mil_flags.DEEP_MIL_REFINE.value, flip=mil_flags.DETECTOR_FLIP.value)
   except ValueError as e:
     raise UserError(f'detector flags: {e}') from None
+  if feature_config.store != 'maps' and {'deep_mil', 'detector'} & set(stages):
+    raise UserError(f'--feature_store={feature_config.store}: the detector pools its RoIs from '
+                    f'trunk maps; use --feature_store=maps')
   if detector_config.finetune != 'none' and {'deep_mil', 'detector'} & set(stages):
     raise UserError(f'--detector_finetune={detector_config.finetune}: training trunk layers is '
                     f'not built yet; use --detector_finetune=none (the head on cached trunk '
@@ -223,8 +226,9 @@ def _iterate_with_progress(iterable, total, desc, unit='img'):
 _NEED_FEATURES = ('features', 'mil', 'deep_mil', 'detector')
 
 
-def stage_precompute(config, dataset, results):
-  """Proposals and trunk maps, cached in --cache_dir and shared by runs, split over workers.
+def stage_precompute(config, dataset, results, mirrored=None):
+  """Proposals and trunk maps, cached in --cache_dir and shared by runs, split over workers;
+  with `mirrored` (default: when the detector trains with flips) also the mirrored images' maps.
 
   Returns:
     a bag source for MIL, or None while other workers (--num_shards) still owe shards.
@@ -250,9 +254,21 @@ def stage_precompute(config, dataset, results):
   if not _all_shards_done(features, config, results, 'features'):
     return None
   if config.features.store == 'maps':
+    if mirrored is None:
+      mirrored = config.detector.flip and bool({'deep_mil', 'detector'} & set(config.stages))
+    mirrored_maps = None
+    if mirrored:
+      start = time.time()
+      mirrored_maps, info = precompute.compute_trunk_maps(dataset, config.features,
+                                                          config.data.cache_dir, mirrored=True,
+                                                          **workers)
+      results['timings_s']['features_mirrored'] = round(time.time() - start, 3)
+      if not _all_shards_done(mirrored_maps, config, results, 'features (mirrored)'):
+        return None
     return bags_lib.TrunkMapBags(dataset.records, proposals, features,
                                  pool_size=config.features.pool_size,
-                                 context_scale=config.features.context_scale)
+                                 context_scale=config.features.context_scale,
+                                 mirrored_maps=mirrored_maps)
   return bags_lib.RoiFeatureBags(dataset.records, proposals, features)
 
 
@@ -519,7 +535,7 @@ def stage_detector(config, dataset, bags, results):
                       f'--dataset\'s ({len(test_dataset.class_names)} against '
                       f'{len(dataset.class_names)})')
     test_bags = stage_precompute(dataclasses.replace(test_config, num_workers=1, worker_index=0),
-                                 test_dataset, {'timings_s': {}})
+                                 test_dataset, {'timings_s': {}}, mirrored=False)
   detections = inference.detect_all(model, test_bags, test_dataset.records, config.detector,
                                     progress=PROGRESS)
   inference.write_detections(os.path.join(config.workdir, 'detections.jsonl'), detections,

@@ -55,6 +55,14 @@ def with_whole_image(boxes, scores, height, width):
           np.concatenate([scores, np.array([low], np.float32)]))
 
 
+def mirror_boxes(boxes, width):
+  """Boxes float [N, 4] of an image `width` px wide, in the horizontally mirrored image:
+  x -> width - x, so [ymin, xmin, ymax, xmax] -> [ymin, width - xmax, ymax, width - xmin]
+  (end-exclusive pixel edges map onto each other exactly)."""
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  return np.stack([boxes[:, 0], width - boxes[:, 3], boxes[:, 2], width - boxes[:, 1]], axis=1)
+
+
 def l2_normalize(features):
   """Rows of float [P, D] scaled to unit L2 norm (all-zero rows stay zero): float32 [P, D]."""
   features = np.asarray(features, np.float32)
@@ -75,6 +83,10 @@ class _BagSource:
 
   def __iter__(self):
     return self.iter()
+
+  def size(self, image_id):
+    """(height, width) of an image in pixels."""
+    return self._sizes[image_id]
 
   def subset(self, image_ids):
     """The same source over only `image_ids` (kept in cache order)."""
@@ -127,10 +139,12 @@ class TrunkMapBags(_BagSource):
     context_scale: 0 or the context grid's enlargement (`features.MapPooler`).
   """
 
-  def __init__(self, records, proposals, trunk_maps, pool_size=3, context_scale=0.0):
+  def __init__(self, records, proposals, trunk_maps, pool_size=3, context_scale=0.0,
+               mirrored_maps=None):
     super().__init__(records, proposals, trunk_maps)
     self.pool_size = pool_size
     self.context_scale = context_scale
+    self.mirrored_maps = mirrored_maps
     self._poolers = {}
     self.key = _key('maps', proposals.key, trunk_maps.key, pool_size, context_scale)
 
@@ -154,20 +168,29 @@ class TrunkMapBags(_BagSource):
                                                     boxes * feature_data['factors'])
     return l2_normalize(pooled)
 
-  def image(self, image_id):
+  def image(self, image_id, mirrored=False):
     """One image's proposals and trunk-map entry, for readers that visit images out of cache
     order (the detector's shuffled batches): the last shard of each cache stays in memory, so
     images of one shard visited together cost one read.
 
+    Args:
+      image_id: str.
+      mirrored: the horizontally mirrored image: mirrored proposals and the map of the mirrored
+        image (needs `mirrored_maps`).
     Returns:
       (boxes float32 [P, 4] with the whole-image box, objectness float32 [P], the trunk-map
       entry: dict with `map`, `factors`, `geometry`).
     Raises:
       RuntimeError naming a shard that is missing or corrupt.
     """
-    maps = self._read_memo('_maps_memo', self.features, image_id)
+    if mirrored and self.mirrored_maps is None:
+      raise ValueError('this bag source has no mirrored trunk maps')
+    maps = (self._read_memo('_mirrored_memo', self.mirrored_maps, image_id) if mirrored else
+            self._read_memo('_maps_memo', self.features, image_id))
     proposal_data = self._read_memo('_proposals_memo', self.proposals, image_id)
     boxes, scores = self._boxes(image_id, proposal_data[image_id])
+    if mirrored:
+      boxes = mirror_boxes(boxes, self._sizes[image_id][1])
     return boxes, scores, maps[image_id]
 
   def _read_memo(self, attribute, cache, image_id):

@@ -219,6 +219,9 @@ class DetectorConfig:
     learning_rate, momentum, weight_decay: SGD with momentum; the learning rate drops tenfold
       after `lr_drop_at` of the steps.
     epochs: passes over the training images (steps = epochs x images / images_per_batch).
+    flip: horizontal flip augmentation: each training image is mirrored with probability 1/2,
+      with the trunk maps of the mirrored images (cached beside the others: twice the trunk
+      time and map cache of the training images).
     deep_mil_iterations: iterations of deep MIL (the detector as MIL's appearance model).
     deep_mil_folds: detectors per deep MIL iteration, each re-localising the images it was not
       trained on (`detector.deep_mil`).
@@ -244,6 +247,7 @@ class DetectorConfig:
   weight_decay: float = 5e-4
   lr_drop_at: float = 0.75
   epochs: float = 8.0
+  flip: bool = False
   deep_mil_iterations: int = 2
   deep_mil_folds: int = 2
   deep_mil_refine: bool = False

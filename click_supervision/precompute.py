@@ -61,12 +61,18 @@ def features_cache(dataset, feature_config, proposals, cache_dir):
                                 feature_config.images_per_shard)
 
 
-def trunk_maps_cache(dataset, feature_config, cache_dir):
+def trunk_maps_cache(dataset, feature_config, cache_dir, mirrored=False):
   """The `ShardedCache` of trunk maps: it depends on the trunk and the image scale only, not on
-  the proposals or the RoI grid, so every proposal method and pool size shares it."""
+  the proposals or the RoI grid, so every proposal method and pool size shares it.
+
+  `mirrored`: the maps of the horizontally mirrored images (the detector's flip augmentation:
+  a trunk map mirrored is not the map of the mirrored image, so those are computed too).
+  """
   params = {'trunk': feature_config.trunk, 'weights': feature_config.weights,
             'short_side': feature_config.short_side,
             'max_long_side': feature_config.max_long_side, 'version': TRUNK_MAPS_VERSION}
+  if mirrored:
+    params['mirrored'] = True  # Only when set: the unmirrored cache keeps its key.
   return cache_lib.ShardedCache(cache_dir, 'trunk_maps', params, image_files(dataset),
                                 feature_config.images_per_shard)
 
@@ -130,7 +136,7 @@ def compute_proposals(dataset, proposal_config, cache_dir, num_workers=1, worker
 
 
 def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker_index=0,
-                       log=print, trunk=None):
+                       log=print, trunk=None, mirrored=False):
   """Fills the trunk-map cache for this worker's shards (the `features` stage's default store).
 
   Args:
@@ -140,13 +146,14 @@ def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker
     num_workers, worker_index: this worker's slice of the shards.
     log: callable taking one str.
     trunk: optional prebuilt trunk (default: `backbones.build_trunk` from the config).
+    mirrored: compute the maps of the horizontally mirrored images (`trunk_maps_cache`).
   Returns:
     (cache, info) as `compute_proposals`; info also has `bytes_per_image` of the whole cache.
   """
   # pylint: disable=g-import-not-at-top
   from click_supervision import backbones
   from click_supervision import features as features_lib
-  cache = trunk_maps_cache(dataset, feature_config, cache_dir)
+  cache = trunk_maps_cache(dataset, feature_config, cache_dir, mirrored=mirrored)
   info = {'images_computed': 0, 'sec_per_image': {}}
   if cache.missing_shards(num_workers, worker_index):
     trunk = trunk or backbones.build_trunk(feature_config.trunk, feature_config.weights,
@@ -159,6 +166,8 @@ def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker
     def compute_image(record):
       start = time.perf_counter()
       image = images_lib.load_image(record['path'])
+      if mirrored:
+        image = np.ascontiguousarray(image[:, ::-1])
       load_seconds = time.perf_counter() - start
       feature_map, factors, timings = extractor.trunk_map(image)
       timings['load'] = load_seconds
@@ -166,7 +175,7 @@ def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker
               'geometry': geometry}, timings
 
     count, timings = _fill(cache, compute_image, dataset.by_id(), num_workers, worker_index,
-                           'features', log)
+                           'features (mirrored)' if mirrored else 'features', log)
     info = {'images_computed': count,
             'sec_per_image': {k: v / count for k, v in timings.items()} if count else {}}
   info['bytes_per_image'] = cache.size_bytes() / max(1, len(cache.image_ids))

@@ -179,3 +179,6 @@ TEST_SPLIT = flags.DEFINE_string('test_split', config_lib.Config.test_split, 'Sp
                                  '--test_dataset the detector stage measures mAP on.')
 DEEP_MIL_REFINE = flags.DEFINE_bool('deep_mil_refine', _DETECTOR.deep_mil_refine, 'Move each '
                                     'box deep MIL selects by the detector\'s box regression.')
+DETECTOR_FLIP = flags.DEFINE_bool('detector_flip', _DETECTOR.flip, 'Horizontal flips when '
+                                  'training the detector (caches the mirrored images\' trunk '
+                                  'maps too).')

@@ -61,14 +61,19 @@ def toy_maps(tmp_path, num_images=16, seed=0, name='toy', sides=(16, 24, 32)):
     proposals[image_id] = {'boxes': grid, 'scores': rng.uniform(size=len(grid)).astype(np.float32)}
     maps[image_id] = {'map': feature_map.astype(np.float16), 'factors': np.ones(4, np.float32),
                       'geometry': np.array([STRIDE, 0.0], np.float32)}
+  # The toy map is cell-aligned (64 px, stride 8, offset 0): the mirrored image's map is the
+  # map mirrored.
+  mirrored = {i: dict(m, map=np.ascontiguousarray(m['map'][:, ::-1])) for i, m in maps.items()}
   files = [(r['image_id'], r['path']) for r in records]
-  proposal_cache = cache_lib.ShardedCache(str(tmp_path / 'c'), 'proposals', {'n': name}, files, 8)
-  map_cache = cache_lib.ShardedCache(str(tmp_path / 'c'), 'trunk_maps', {'n': name}, files, 4)
-  for cache, data in ((proposal_cache, proposals), (map_cache, maps)):
+  root = str(tmp_path / 'c')
+  proposal_cache = cache_lib.ShardedCache(root, 'proposals', {'n': name}, files, 8)
+  map_cache = cache_lib.ShardedCache(root, 'trunk_maps', {'n': name}, files, 4)
+  mirrored_cache = cache_lib.ShardedCache(root, 'trunk_maps', {'n': name, 'm': 1}, files, 4)
+  for cache, data in ((proposal_cache, proposals), (map_cache, maps), (mirrored_cache, mirrored)):
     for shard in range(cache.num_shards):
       cache.write_shard(shard, {i: data[i] for i in cache.shard_image_ids(shard)})
   return records, ['a', 'b'], bags_lib.TrunkMapBags(records, proposal_cache, map_cache,
-                                                    pool_size=2)
+                                                    pool_size=2, mirrored_maps=mirrored_cache)
 
 
 FAST = config_lib.DetectorConfig(hidden_units=32, epochs=60, rois_per_image=32,
@@ -347,3 +352,19 @@ def test_scorer_gives_class_probabilities_and_refined_boxes():
   np.testing.assert_allclose(scorer.refined_box(bag, 0, 0, 0, 64, 64), boxes[0], atol=1e-4)
   np.testing.assert_allclose(scorer.refined_box(bag, 0, 1, 1, 64, 64), [0, 0, 64, 64],
                              atol=1e-4)
+
+
+def test_mirrored_boxes_and_flipped_training(tmp_path):
+  np.testing.assert_array_equal(bags_lib.mirror_boxes([[1, 2, 3, 10]], 64), [[1, 54, 3, 62]])
+  records, names, bags = toy_maps(tmp_path, num_images=16, seed=0)
+  boxes, _, entry = bags.image(records[0]['image_id'], mirrored=True)
+  plain_boxes, _, plain = bags.image(records[0]['image_id'])
+  np.testing.assert_array_equal(boxes, bags_lib.mirror_boxes(plain_boxes, SIZE))
+  np.testing.assert_array_equal(entry['map'], plain['map'][:, ::-1])
+  truth = train_lib.training_boxes_from_ground_truth(records, 'boxes')
+  config = dataclasses.replace(FAST, flip=True)
+  model = train_lib.train_detector(bags, truth, len(names), config, str(tmp_path / 'det'),
+                                   log=lambda m: None)
+  test_records, _, test_bags = toy_maps(tmp_path, num_images=12, seed=1, name='test')
+  detections = inference.detect_all(model, test_bags, test_records, config)
+  assert evaluation.voc_ap(detections, test_records, len(names))['map'] > 0.8

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from click_supervision import atomic
+from click_supervision import bags as bags_lib
 from click_supervision.detector import fast_rcnn as fast_rcnn_lib
 from click_supervision.detector import sampling
 
@@ -117,7 +118,9 @@ def images_of_step(bags, seed, step, images_per_batch):
 
 
 def make_batch(bags, image_ids, training_boxes, config, seed, step):
-  """One step's RoIs, padded to `images_per_batch x rois_per_image` rows (fixed shapes).
+  """One step's RoIs, padded to `images_per_batch x rois_per_image` rows (fixed shapes). With
+  `config.flip`, each image is the mirrored one with probability 1/2 (its own trunk map, from
+  the bag source's `mirrored_maps`).
 
   Returns:
     dict of numpy arrays: `features` float32 [N, D] (L2-normalised pooled features), `labels`
@@ -126,12 +129,15 @@ def make_batch(bags, image_ids, training_boxes, config, seed, step):
   rows = config.images_per_batch * config.rois_per_image
   features, labels, targets = [], [], []
   for j, image_id in enumerate(image_ids):
-    proposals, _, entry = bags.image(image_id)
+    rng = np.random.default_rng([seed, step, j])
+    mirrored = bool(config.flip and rng.random() < 0.5)
+    proposals, _, entry = bags.image(image_id, mirrored=mirrored)
     boxes, box_labels = training_boxes.get(
         image_id, (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
+    if mirrored:
+      boxes = bags_lib.mirror_boxes(boxes, bags.size(image_id)[1])
     sample = sampling.sample_rois(
-        proposals, boxes, box_labels, config.rois_per_image,
-        np.random.default_rng([seed, step, j]), config.foreground_fraction,
+        proposals, boxes, box_labels, config.rois_per_image, rng, config.foreground_fraction,
         config.foreground_iou, config.background_iou_low)
     features.append(bags.pool(entry, sample['rois']))
     labels.append(sample['labels'])
