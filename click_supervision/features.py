@@ -105,6 +105,36 @@ def rescale_factor(height, width, short_side, max_long_side):
   return scale
 
 
+def prepare_image(image, short_side, max_long_side, stride):
+  """The trunk's input for `image`: resized by `rescale_factor`, padded at the bottom/right to a
+  multiple of `stride` by repeating the last row/column (module docstring). Every path into a
+  trunk (the map cache, the detector trained end to end) prepares images here.
+
+  Args:
+    image: uint8 [H, W, 3] RGB.
+    short_side, max_long_side: `rescale_factor`'s.
+    stride: the trunk's feature stride in pixels.
+  Returns:
+    (pixels float32 [1, H', W', 3] 0-255, factors float32 [4] multiplying `[ymin, xmin, ymax,
+    xmax]` image pixels into the resized image; padding does not move boxes).
+  """
+  height, width = image.shape[:2]
+  scale = rescale_factor(height, width, short_side, max_long_side)
+  pixels = tf.convert_to_tensor(image[None], tf.float32)
+  if scale != 1.0:
+    size = [max(1, round(height * scale)), max(1, round(width * scale))]
+    pixels = tf.image.resize(pixels, size, method='bilinear', antialias=scale < 1)
+    # Exact per-axis factors, so boxes land where the resized pixels are.
+    factors = np.array([size[0] / height, size[1] / width] * 2, np.float32)
+  else:
+    factors = np.ones(4, np.float32)
+  pad_h = -pixels.shape[1] % stride
+  pad_w = -pixels.shape[2] % stride
+  if pad_h or pad_w:
+    pixels = _pad_replicate(pixels, pad_h, pad_w)
+  return pixels, factors
+
+
 class FeatureExtractor:
   """Computes fixed-length RoI features for the proposals of one image at a time.
 
@@ -165,21 +195,7 @@ class FeatureExtractor:
       image pixels into the resized image the map was computed on, timings dict with `trunk`
       seconds).
     """
-    height, width = image.shape[:2]
-    scale = rescale_factor(height, width, self.short_side, self.max_long_side)
-    pixels = tf.convert_to_tensor(image[None], tf.float32)
-    if scale != 1.0:
-      size = [max(1, round(height * scale)), max(1, round(width * scale))]
-      pixels = tf.image.resize(pixels, size, method='bilinear', antialias=scale < 1)
-      # Exact per-axis factors, so boxes land where the resized pixels are.
-      factors = np.array([size[0] / height, size[1] / width] * 2, np.float32)
-    else:
-      factors = np.ones(4, np.float32)
-    # Pad bottom/right to a multiple of the stride (module docstring); boxes are unaffected.
-    pad_h = -pixels.shape[1] % self.stride
-    pad_w = -pixels.shape[2] % self.stride
-    if pad_h or pad_w:
-      pixels = _pad_replicate(pixels, pad_h, pad_w)
+    pixels, factors = prepare_image(image, self.short_side, self.max_long_side, self.stride)
     start = time.perf_counter()
     feature_map = self._forward(pixels).numpy()[0]
     return feature_map, factors, {'trunk': time.perf_counter() - start}
