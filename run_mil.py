@@ -18,6 +18,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Keep TensorFlow's start-up
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
+from absl import logging as absl_logging
 
 from click_supervision import area_fit
 from click_supervision import atomic
@@ -589,6 +590,8 @@ def main(argv):
   if len(argv) > 1:
     print(f'error: unexpected arguments {argv[1:]}', file=sys.stderr, flush=True)
     sys.exit(2)
+  # TensorFlow's checkpointing logs a line per save through absl at INFO; progress is ours.
+  absl_logging.set_verbosity(absl_logging.WARNING)
   try:
     results_path = run(config_from_flags())
   except UserError as e:
