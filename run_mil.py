@@ -467,11 +467,13 @@ def stage_deep_mil(config, dataset, selected, bags):
   clicks = {pair: clicks_lib.clicks_as_array(c) for pair, c in selected.items()}
   area_model, _ = stage_area_model(config, dataset)
   _enable_determinism(config)
+  summary_writer = summaries.writer(os.path.join(config.workdir, 'tensorboard', 'deep_mil'))
   result = deep_mil.run_deep_mil(
       dataset.records, dataset.class_names, bags, clicks, mil_selections, config.mil,
       config.detector, config.workdir, area_model=area_model,
       folds=config.detector.deep_mil_folds, log=log, progress=PROGRESS,
-      summary_writer=summaries.writer(os.path.join(config.workdir, 'tensorboard', 'deep_mil')))
+      summary_writer=summary_writer,
+      on_iteration=lambda t, i: summaries.write_iteration(summary_writer, t, i, 'deep_mil'))
   localizations_lib.write_localizations(os.path.join(config.workdir, 'localizations.jsonl'),
                                         result['selections'], dataset.class_names)
   info = {k: v for k, v in result.items() if k not in ('selections', 'timings_s')}

@@ -18,11 +18,11 @@ def writer(logdir):
   return tf.summary.create_file_writer(logdir)
 
 
-def write_iteration(summary_writer, iteration, info):
-  """Scalars `mil/corloc` and `mil/selection_changes` at step `iteration`."""
+def write_iteration(summary_writer, iteration, info, prefix='mil'):
+  """Scalars `<prefix>/corloc` and `<prefix>/selection_changes` at step `iteration`."""
   with summary_writer.as_default():
-    tf.summary.scalar('mil/corloc', info['corloc'], step=iteration)
-    tf.summary.scalar('mil/selection_changes', info['changes'], step=iteration)
+    tf.summary.scalar(f'{prefix}/corloc', info['corloc'], step=iteration)
+    tf.summary.scalar(f'{prefix}/selection_changes', info['changes'], step=iteration)
   summary_writer.flush()
 
 

@@ -26,7 +26,7 @@ from click_supervision.detector import train as train_lib
 
 def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mil_config,
                  config, workdir, area_model=None, folds=1, log=print, progress=None,
-                 summary_writer=None):
+                 summary_writer=None, on_iteration=None):
   """Runs `config.deep_mil_iterations` iterations after SVM MIL.
 
   Args:
@@ -38,6 +38,7 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
     workdir: the run's folder (deep MIL writes under `workdir/deep_mil`).
     folds: K detectors per iteration (module docstring).
     log, progress, summary_writer: as `detector.train.train_detector`.
+    on_iteration: optional callable(iteration, info dict with `corloc` and `changes`).
   Returns:
     dict with `selections` (as `mil_selections`, after the last iteration),
     `corloc_deep_mil` (class mean), `corloc_deep_mil_pooled`, `corloc_deep_mil_per_iteration`
@@ -83,6 +84,8 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
     log(f'deep mil: iteration {iteration}: CorLoc {per_iteration[-1]["corloc"]:.3f} (pooled '
         f'{per_iteration[-1]["corloc_pooled"]:.3f}), {changed} of {len(problem.pairs)} '
         f'selections changed')
+    if on_iteration is not None:
+      on_iteration(iteration, {'corloc': per_iteration[-1]['corloc'], 'changes': changed})
   final = per_iteration[-1]
   return {'selections': selections, 'corloc_deep_mil': final['corloc'],
           'corloc_deep_mil_pooled': final['corloc_pooled'],
