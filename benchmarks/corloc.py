@@ -29,9 +29,10 @@ corloc_non_difficult, corloc_cue_only, corloc_per_iteration, timings_s, wall_s).
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import driver_runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUPS = ('main', 'noise', 'instance', 'ablations')
@@ -74,40 +75,15 @@ def planned_runs(groups):
 
 def run_one(name, run_flags, args):
   """Runs (or reuses) one driver run; returns its results dict plus `wall_s` and `command`."""
-  workdir = os.path.join(os.path.abspath(args.workdir), name)
-  command = [sys.executable, os.path.join(REPO, 'run_mil.py'), f'--dataset={args.dataset}',
-             f'--split={args.split}', f'--cache_dir={os.path.abspath(args.cache_dir)}',
-             f'--workdir={workdir}', f'--seed={args.seed}',
-             f'--area_fit_data={args.area_fit_data}']
-  command += [f'--{k}={v}' for k, v in sorted(run_flags.items())] + args.extra
-  results_path = os.path.join(workdir, 'results.json')
-  marker = os.path.join(workdir, 'benchmark_run.json')
-  if os.path.exists(results_path) and os.path.exists(marker):
-    with open(marker) as f:
-      previous = json.load(f)
-    with open(results_path) as f:
-      results = json.load(f)
-    if previous['command'] == command[1:] and results.get('status') == 'complete':
-      print(f'{name}: reusing {results_path}', flush=True)
-      return dict(results, wall_s=previous['wall_s'], command=previous['command'])
-  print(f'{name}: {" ".join(command[1:])}', flush=True)
-  os.makedirs(workdir, exist_ok=True)
-  output_path = os.path.join(workdir, 'driver_output.txt')  # Live: `tail -f` it for progress.
-  start = time.time()
-  with open(output_path, 'w') as output:
-    process = subprocess.run(command, cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
-  wall = time.time() - start
-  if process.returncode != 0:
-    with open(output_path) as f:
-      tail = f.read().strip().splitlines()[-1:]
-    raise SystemExit(f'{name} failed (exit {process.returncode}): {tail}; see {output_path}')
-  with open(results_path) as f:
-    results = json.load(f)
-  with open(marker, 'w') as f:
-    json.dump({'command': command[1:], 'wall_s': wall}, f)
+  flags = [f'--dataset={args.dataset}', f'--split={args.split}',
+           f'--cache_dir={os.path.abspath(args.cache_dir)}']
+  results = driver_runs.run_driver(
+      name, flags + [f'--seed={args.seed}', f'--area_fit_data={args.area_fit_data}'] +
+      [f'--{k}={v}' for k, v in sorted(run_flags.items())] + args.extra,
+      os.path.join(args.workdir, name))
   print(f'{name}: CorLoc {results["corloc"]:.3f} (cue-only {results["corloc_cue_only"]:.3f}) in '
-        f'{wall:.0f} s', flush=True)
-  return dict(results, wall_s=wall, command=command[1:])
+        f'{results["wall_s"]:.0f} s', flush=True)
+  return results
 
 
 def main():

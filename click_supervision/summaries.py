@@ -26,6 +26,23 @@ def write_iteration(summary_writer, iteration, info, prefix='mil'):
   summary_writer.flush()
 
 
+def _drawing_canvas(record, max_side):
+  """The record's image scaled to at most `max_side` px (a writable copy), a function mapping a
+  pixel box to OpenCV rectangle corners on it, and the scale."""
+  image = images_lib.load_image(record['path'])
+  scale = min(1.0, max_side / max(image.shape[:2]))
+  if scale < 1.0:
+    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                       interpolation=cv2.INTER_AREA)
+  image = np.array(image)  # A writable copy (PIL arrays are read-only).
+
+  def corners(box):
+    ymin, xmin, ymax, xmax = (np.asarray(box) * scale).round().astype(int)
+    return (xmin, ymin), (max(xmax - 1, xmin), max(ymax - 1, ymin))
+
+  return image, corners, scale
+
+
 def draw_localizations(record, selections, clicks, class_names, max_side=480):
   """The image with ground truth (green), selected boxes (orange, class name) and clicks (yellow).
 
@@ -38,16 +55,7 @@ def draw_localizations(record, selections, clicks, class_names, max_side=480):
   Returns:
     uint8 [h, w, 3] RGB.
   """
-  image = images_lib.load_image(record['path'])
-  scale = min(1.0, max_side / max(image.shape[:2]))
-  if scale < 1.0:
-    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                       interpolation=cv2.INTER_AREA)
-  image = np.array(image)  # A writable copy (PIL arrays are read-only).
-
-  def corners(box):
-    ymin, xmin, ymax, xmax = (np.asarray(box) * scale).round().astype(int)
-    return (xmin, ymin), (max(xmax - 1, xmin), max(ymax - 1, ymin))
+  image, corners, scale = _drawing_canvas(record, max_side)
 
   for box, label in zip(record['gt_boxes'], record['gt_labels']):
     if int(label) in selections:
@@ -93,16 +101,7 @@ def draw_detections(record, boxes, labels, scores, class_names, min_score=0.3, m
   Returns:
     uint8 [h, w, 3] RGB.
   """
-  image = images_lib.load_image(record['path'])
-  scale = min(1.0, max_side / max(image.shape[:2]))
-  if scale < 1.0:
-    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                       interpolation=cv2.INTER_AREA)
-  image = np.array(image)
-
-  def corners(box):
-    ymin, xmin, ymax, xmax = (np.asarray(box) * scale).round().astype(int)
-    return (xmin, ymin), (max(xmax - 1, xmin), max(ymax - 1, ymin))
+  image, corners, _ = _drawing_canvas(record, max_side)
 
   for box in record['gt_boxes']:
     cv2.rectangle(image, *corners(box), GROUND_TRUTH, 1)

@@ -1,0 +1,36 @@
+"""Tests of the TensorBoard drawings: boxes land where they should, low scores are left out."""
+
+import numpy as np
+from PIL import Image
+
+from click_supervision import summaries
+from click_supervision.datasets import records as records_lib
+
+
+def gray_record(tmp_path, height=60, width=80):
+  path = tmp_path / 'gray.png'
+  Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(path)
+  return records_lib.make_record('g', str(path), height, width,
+                                 np.array([[10, 10, 30, 40]], np.float32), [0])
+
+
+def test_detections_are_drawn_only_above_the_score_floor(tmp_path):
+  record = gray_record(tmp_path)
+  drawing = summaries.draw_detections(record, [[20, 45, 50, 75], [5, 5, 15, 15]], [1, 0],
+                                      [0.9, 0.1], ['cat', 'dog'], min_score=0.3)
+  assert drawing.shape == (60, 80, 3) and drawing.dtype == np.uint8
+  selected = np.all(drawing == summaries.SELECTED, axis=-1)
+  # The confident box's left edge (x = 45) is drawn, the unconfident box's (x = 5) is not.
+  assert selected[30:45, 45].all() and not selected[6:14, 5].any()
+  truth = np.all(drawing == summaries.GROUND_TRUTH, axis=-1)
+  assert truth[15:25, 10].all()
+
+
+def test_localisations_scale_with_the_drawing(tmp_path):
+  record = gray_record(tmp_path, 120, 160)
+  drawing = summaries.draw_localizations(record, {0: [20, 20, 60, 80]}, {0: [[40, 50]]},
+                                         ['cat'], max_side=80)
+  assert drawing.shape == (60, 80, 3)
+  selected = np.all(drawing == summaries.SELECTED, axis=-1)
+  assert selected[15:25, 10].all()  # x = 20 px at half scale.
+  assert np.all(drawing[20, 25] == summaries.CLICK)  # The click (40, 50) at (20, 25).
