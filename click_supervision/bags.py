@@ -84,6 +84,23 @@ class _BagSource:
   def __iter__(self):
     return self.iter()
 
+  def proposals_of(self, image_id):
+    """(boxes float32 [P, 4] with the whole-image box, objectness float32 [P]) of one image,
+    read through a one-shard memo like `TrunkMapBags.image`."""
+    proposal_data = self._read_memo('_proposals_memo', self.proposals, image_id)
+    return self._boxes(image_id, proposal_data[image_id])
+
+  def _read_memo(self, attribute, cache, image_id):
+    shard = cache.shard_of(image_id)
+    memo = getattr(self, attribute, None)
+    if memo is None or memo[0] != shard:
+      per_image = cache.read_shard(shard)
+      if per_image is None:
+        raise RuntimeError(f'{cache.shard_path(shard)} is missing or corrupt')
+      memo = (shard, per_image)
+      setattr(self, attribute, memo)
+    return memo[1]
+
   def size(self, image_id):
     """(height, width) of an image in pixels."""
     return self._sizes[image_id]
@@ -192,17 +209,6 @@ class TrunkMapBags(_BagSource):
     if mirrored:
       boxes = mirror_boxes(boxes, self._sizes[image_id][1])
     return boxes, scores, maps[image_id]
-
-  def _read_memo(self, attribute, cache, image_id):
-    shard = cache.shard_of(image_id)
-    memo = getattr(self, attribute, None)
-    if memo is None or memo[0] != shard:
-      per_image = cache.read_shard(shard)
-      if per_image is None:
-        raise RuntimeError(f'{cache.shard_path(shard)} is missing or corrupt')
-      memo = (shard, per_image)
-      setattr(self, attribute, memo)
-    return memo[1]
 
 
 class RoiFeatureBags(_BagSource):

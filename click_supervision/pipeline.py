@@ -13,6 +13,8 @@
   gt_boxes:       float32 [N, 4], `[ymin, xmin, ymax, xmax]` pixels, for evaluation only.
   gt_labels:      int32 [N].
   gt_difficult:   bool [N].
+  proposals:      float32 [P, 4] pixels, objectness: float32 [P] (only with `proposals=`: the
+                  cached proposals plus the whole-image box, as MIL and the detector see them).
 
 The ops below are pure `dict -> dict` functions over such dicts (big_vision style): each works
 eagerly on a dict of tensors and inside `Dataset.map`.
@@ -39,14 +41,20 @@ def _raw_signature():
   }
 
 
-def raw_examples(records, selected_clicks=None):
+def raw_examples(records, selected_clicks=None, proposals=None):
   """Yields one dict of numpy values per record (the generator behind `make_dataset`).
 
   Args:
     records: list of record dicts (`datasets.records`).
     selected_clicks: dict `(image_id, class_index)` -> list of `clicks.Click`, or None.
+    proposals: optional callable image_id -> (boxes float32 [P, 4], objectness float32 [P]).
   """
   for record in records:
+    extra = {}
+    if proposals is not None:
+      boxes, objectness = proposals(record['image_id'])
+      extra = {'proposals': np.asarray(boxes, np.float32).reshape(-1, 4),
+               'objectness': np.asarray(objectness, np.float32).reshape(-1)}
     points, labels = [], []
     for label in record['image_labels']:
       for click in (selected_clicks or {}).get((record['image_id'], int(label)), []):
@@ -63,6 +71,7 @@ def raw_examples(records, selected_clicks=None):
         'gt_boxes': record['gt_boxes'],
         'gt_labels': record['gt_labels'],
         'gt_difficult': record['difficult'],
+        **extra,
     }
 
 
@@ -95,7 +104,7 @@ def multi_hot_labels(num_classes):
   return op
 
 
-def make_dataset(records, num_classes, selected_clicks=None, decode=True):
+def make_dataset(records, num_classes, selected_clicks=None, decode=True, proposals=None):
   """Builds the `tf.data.Dataset` documented in the module docstring.
 
   Args:
@@ -105,12 +114,19 @@ def make_dataset(records, num_classes, selected_clicks=None, decode=True):
       for no clicks.
     decode: decode the images (False leaves only `path`, e.g. for stages that read files with
       OpenCV).
+    proposals: optional bag source with `proposals_of(image_id)` (`bags.TrunkMapBags`) or a
+      callable image_id -> (boxes, objectness): adds the `proposals` and `objectness` keys.
   Returns:
     `tf.data.Dataset` of dicts, in record order.
   """
   records = list(records)
-  dataset = tf.data.Dataset.from_generator(lambda: raw_examples(records, selected_clicks),
-                                           output_signature=_raw_signature())
+  signature = _raw_signature()
+  if proposals is not None:
+    proposals = getattr(proposals, 'proposals_of', proposals)
+    signature['proposals'] = tf.TensorSpec([None, 4], tf.float32)
+    signature['objectness'] = tf.TensorSpec([None], tf.float32)
+  dataset = tf.data.Dataset.from_generator(
+      lambda: raw_examples(records, selected_clicks, proposals), output_signature=signature)
   dataset = dataset.map(multi_hot_labels(num_classes))
   if decode:
     dataset = dataset.map(decode_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -276,3 +276,15 @@ def test_multi_hot_labels_in_dataset_map():
   assert set(dataset.element_spec) == {'image_labels'}
   labels = [e['image_labels'] for e in _elements(dataset)]
   np.testing.assert_array_equal(labels, [[0, 1, 0, 1], [0, 0, 0, 0], [1, 0, 0, 0]])
+
+
+def test_proposals_and_objectness_keys_come_from_a_bag_source(tmp_path):
+  from test_detector import toy_maps  # pylint: disable=g-import-not-at-top
+  records, names, bags = toy_maps(tmp_path, num_images=3, seed=0)
+  dataset = pipeline.make_dataset(records, len(names), decode=False, proposals=bags)
+  for element, record in zip(_elements(dataset), records):
+    boxes, objectness = bags.proposals_of(record['image_id'])
+    np.testing.assert_array_equal(element['proposals'], boxes)
+    np.testing.assert_array_equal(element['objectness'], objectness)
+    # The whole-image box is among them, as MIL and the detector see it.
+    assert np.any(np.all(element['proposals'] == [0, 0, 64, 64], axis=1))
