@@ -117,10 +117,6 @@ def config_from_flags():
   if feature_config.store != 'maps' and {'deep_mil', 'detector'} & set(stages):
     raise UserError(f'--feature_store={feature_config.store}: the detector pools its RoIs from '
                     f'trunk maps; use --feature_store=maps')
-  if detector_config.finetune != 'none' and {'deep_mil', 'detector'} & set(stages):
-    raise UserError(f'--detector_finetune={detector_config.finetune}: training trunk layers is '
-                    f'not built yet; use --detector_finetune=none (the head on cached trunk '
-                    f'maps)')
   # Inputs named by flags are checked here, before any stage runs.
   datasets.check_spec(data.dataset)
   test_dataset = mil_flags.TEST_DATASET.value or data.dataset
@@ -473,12 +469,25 @@ def stage_deep_mil(config, dataset, selected, bags):
       config.detector, config.workdir, area_model=area_model,
       folds=config.detector.deep_mil_folds, log=log, progress=PROGRESS,
       summary_writer=summary_writer,
-      on_iteration=lambda t, i: summaries.write_iteration(summary_writer, t, i, 'deep_mil'))
+      on_iteration=lambda t, i: summaries.write_iteration(summary_writer, t, i, 'deep_mil'),
+      **finetune_arguments(config))
   localizations_lib.write_localizations(os.path.join(config.workdir, 'localizations.jsonl'),
                                         result['selections'], dataset.class_names)
   info = {k: v for k, v in result.items() if k not in ('selections', 'timings_s')}
   info['deep_mil_timings_s'] = result['timings_s']
   return info
+
+
+def finetune_arguments(config):
+  """`trunk` and `image_settings` for `--detector_finetune=top|all` (empty for `none`): the
+  pretrained trunk the cache's maps came from and the cache's image scale."""
+  if config.detector.finetune == 'none':
+    return {}
+  from click_supervision import backbones  # pylint: disable=g-import-not-at-top
+  trunk = backbones.build_trunk(config.features.trunk, config.features.weights,
+                                cache_dir=config.data.cache_dir)
+  return {'trunk': trunk, 'image_settings': (config.features.short_side or None,
+                                             config.features.max_long_side)}
 
 
 def _enable_determinism(config):
@@ -520,10 +529,11 @@ def stage_detector(config, dataset, bags, results):
   from click_supervision.detector import train as train_lib  # pylint: disable=g-import-not-at-top
   _enable_determinism(config)
   summary_writer = summaries.writer(os.path.join(config.workdir, 'tensorboard', 'detector'))
+  finetune = finetune_arguments(config)
   model = train_lib.train_detector(
       bags, training_boxes(config, dataset), len(dataset.class_names), config.detector,
       os.path.join(config.workdir, 'detector'), log=log, progress=PROGRESS,
-      summary_writer=summary_writer)
+      summary_writer=summary_writer, **finetune)
 
   # --- the test split: its own proposals and trunk maps (cached like the training ones). ---
   same = (config.test_dataset, config.test_split) == (config.data.dataset, config.data.split)
@@ -540,7 +550,8 @@ def stage_detector(config, dataset, bags, results):
     test_bags = stage_precompute(dataclasses.replace(test_config, num_workers=1, worker_index=0),
                                  test_dataset, {'timings_s': {}}, mirrored=False)
   detections = inference.detect_all(model, test_bags, test_dataset.records, config.detector,
-                                    progress=PROGRESS)
+                                    progress=PROGRESS,
+                                    image_settings=finetune.get('image_settings'))
   inference.write_detections(os.path.join(config.workdir, 'detections.jsonl'), detections,
                              dataset.class_names)
   info = {'test_dataset': config.test_dataset, 'test_split': config.test_split,

@@ -74,6 +74,7 @@ class _BagSource:
 
   def __init__(self, records, proposals, features):
     self._sizes = {r['image_id']: (r['height'], r['width']) for r in records}
+    self._paths = {r['image_id']: r['path'] for r in records}
     self.proposals = proposals
     self.features = features
     self.image_ids = [i for i in features.image_ids if i in self._sizes]
@@ -104,6 +105,10 @@ class _BagSource:
   def size(self, image_id):
     """(height, width) of an image in pixels."""
     return self._sizes[image_id]
+
+  def path(self, image_id):
+    """The image file."""
+    return self._paths[image_id]
 
   def subset(self, image_ids):
     """The same source over only `image_ids` (kept in cache order)."""

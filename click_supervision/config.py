@@ -209,8 +209,8 @@ class DetectorConfig:
       clicks and image labels are the only annotation), `boxes` (one drawn box per class per
       image, the largest non-difficult one: the paper's fair comparison) or `boxes_all` (every
       non-difficult drawn box).
-    finetune: `none` trains the head on the cached trunk maps (the CPU default); `top` and `all`
-      would also train trunk layers (accelerators; not built yet).
+    finetune: `none` trains the head on the cached trunk maps (the CPU default); `top` also the
+      last third of the trunk's layers, `all` the whole trunk (BatchNorm frozen; accelerators).
     hidden_units: width of fc6 and fc7.
     dropout: dropout after fc6 and fc7.
     images_per_batch, rois_per_image: a step's images and RoIs sampled per image (Fast R-CNN:

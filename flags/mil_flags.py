@@ -151,7 +151,8 @@ SUPERVISION = flags.DEFINE_enum('supervision', _DETECTOR.supervision, list(confi
 DETECTOR_FINETUNE = flags.DEFINE_enum('detector_finetune', _DETECTOR.finetune,
                                       list(config_lib.DETECTOR_FINETUNES),
                                       'none: train the head on the cached trunk maps (CPU); '
-                                      'top/all: also trunk layers (not built yet).')
+                                      'top: also the last third of the trunk layers; all: the '
+                                      'whole trunk (BatchNorm frozen; for accelerators).')
 DETECTOR_HIDDEN_UNITS = flags.DEFINE_integer('detector_hidden_units', _DETECTOR.hidden_units,
                                              'Width of the fc6 and fc7 layers.', lower_bound=1)
 DETECTOR_EPOCHS = flags.DEFINE_float('detector_epochs', _DETECTOR.epochs,

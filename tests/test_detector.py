@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from click_supervision import bags as bags_lib
 from click_supervision import cache as cache_lib
@@ -30,13 +31,15 @@ from tests import helpers
 SIZE, STRIDE, CHANNELS = 64, 8, 4
 
 
-def toy_maps(tmp_path, num_images=16, seed=0, name='toy', sides=(16, 24, 32)):
+def toy_maps(tmp_path, num_images=16, seed=0, name='toy', sides=(16, 24, 32),
+             real_images=False):
   """Cached trunk maps and proposals of toy images with one object each.
 
   Each 64 x 64 image holds a 24 x 24 object of class i % 2 at a random place on the 8 px grid.
   Its trunk map (8 x 8 cells, stride 8) has channel `class` at 1 inside the object, channel 2
   noise and channel 3 a constant: an object is visible to the head only through its map, as in
-  real trunk maps. The proposals are every box on the 8 px grid with sides in `sides`.
+  real trunk maps. The proposals are every box on the 8 px grid with sides in `sides`. With
+  `real_images` the image files are PNGs with the object painted red (class 0) or blue.
 
   Returns:
     (records, class names, `bags.TrunkMapBags`).
@@ -55,8 +58,13 @@ def toy_maps(tmp_path, num_images=16, seed=0, name='toy', sides=(16, 24, 32)):
     feature_map[..., 2] = rng.uniform(0, 0.3, size=feature_map.shape[:2])
     feature_map[..., 3] = 0.5
     image_id = f'{name}{i:02d}'
-    path = tmp_path / f'{image_id}.jpg'
-    path.write_bytes(b'x')
+    path = tmp_path / f'{image_id}.{"png" if real_images else "jpg"}'
+    if real_images:
+      pixels = rng.integers(90, 110, size=(SIZE, SIZE, 3)).astype(np.uint8)
+      pixels[y:y + 24, x:x + 24] = (230, 20, 20) if label == 0 else (20, 20, 230)
+      Image.fromarray(pixels).save(path)
+    else:
+      path.write_bytes(b'x')
     records.append(records_lib.make_record(image_id, str(path), SIZE, SIZE, box, [label]))
     proposals[image_id] = {'boxes': grid, 'scores': rng.uniform(size=len(grid)).astype(np.float32)}
     maps[image_id] = {'map': feature_map.astype(np.float16), 'factors': np.ones(4, np.float32),
@@ -368,3 +376,33 @@ def test_mirrored_boxes_and_flipped_training(tmp_path):
   test_records, _, test_bags = toy_maps(tmp_path, num_images=12, seed=1, name='test')
   detections = inference.detect_all(model, test_bags, test_records, config)
   assert evaluation.voc_ap(detections, test_records, len(names))['map'] > 0.8
+
+
+def test_trainable_trunk_layers_and_fine_tuning_its_own_trunk(tmp_path):
+  inputs = keras.Input([None, None, 3])
+  x = keras.layers.Conv2D(4, 3, padding='same', name='c1')(inputs)
+  x = keras.layers.BatchNormalization(name='bn')(x)
+  x = keras.layers.Conv2D(4, 3, padding='same', name='c2')(x)
+  x = keras.layers.Conv2D(4, 8, strides=8, padding='same', name='c3')(x)
+  trunk = keras.Model(inputs, x)
+  trunk.feature_stride, trunk.feature_offset = 8, 0.0
+  train_lib.set_trunk_trainable(trunk, 'top')
+  assert [l.name for l in trunk.layers if l.trainable] == ['c3']  # The last third of 3.
+  train_lib.set_trunk_trainable(trunk, 'all')
+  assert [l.name for l in trunk.layers if l.trainable] == ['c1', 'c2', 'c3']  # Never BN.
+
+  records, names, bags = toy_maps(tmp_path, num_images=8, seed=6, real_images=True)
+  truth = train_lib.training_boxes_from_ground_truth(records, 'boxes')
+  before = [w.copy() for w in trunk.get_weights()]
+  config = dataclasses.replace(FAST, finetune='all', epochs=2)
+  model = train_lib.train_detector(bags, truth, 2, config, str(tmp_path / 'det'),
+                                   log=lambda m: None, trunk=trunk, image_settings=(None, None))
+  # The given trunk is left as it was; the detector's own copy was trained.
+  assert all(np.array_equal(a, b) for a, b in zip(before, trunk.get_weights()))
+  assert not np.array_equal(model.trunk.get_layer('c1').kernel.numpy(), before[0])
+  # Inference pools from the detector's own trunk, run on the image files.
+  detections = inference.detect_all(model, bags, records, config, image_settings=(None, None))
+  assert detections and {d['image_id'] for d in detections} <= {r['image_id'] for r in records}
+  loaded = train_lib.load_detector(str(tmp_path / 'det'))
+  np.testing.assert_array_equal(loaded.trunk.get_layer('c1').kernel.numpy(),
+                                model.trunk.get_layer('c1').kernel.numpy())

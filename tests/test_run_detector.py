@@ -78,10 +78,16 @@ def test_a_missing_test_split_is_one_line_before_any_stage(voc_dev_root, tmp_pat
   assert not (tmp_path / 'cache' / 'proposals').exists()
 
 
-def test_unbuilt_trunk_training_is_refused_clearly(tmp_path):
-  expect_clean_error(['--preset=smoke', ALL_STAGES, '--detector_finetune=all',
-                      f'--workdir={tmp_path / "work"}'], tmp_path / 'cache',
-                     '--detector_finetune=all', 'not built yet')
+def test_fine_tuning_the_trunk_runs_end_to_end(tmp_path):
+  workdir = tmp_path / 'work'
+  code, lines = run_driver('--preset=smoke', '--stages=data,proposals,features,detector',
+                           '--supervision=boxes', '--test_split=test', '--detector_epochs=1',
+                           '--detector_hidden_units=32', '--detector_finetune=top',
+                           f'--workdir={workdir}', cache_dir=tmp_path / 'cache')
+  assert code == 0, lines
+  results = json.loads((workdir / 'results.json').read_text())
+  assert results['detector_config']['finetune'] == 'top' and 0.0 <= results['map'] <= 1.0
+  assert results['num_detections'] > 0
 
 
 def test_deep_mil_without_mil_localisations_is_one_line(tmp_path):

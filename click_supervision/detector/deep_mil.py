@@ -26,7 +26,7 @@ from click_supervision.detector import train as train_lib
 
 def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mil_config,
                  config, workdir, area_model=None, folds=1, log=print, progress=None,
-                 summary_writer=None, on_iteration=None):
+                 summary_writer=None, on_iteration=None, trunk=None, image_settings=None):
   """Runs `config.deep_mil_iterations` iterations after SVM MIL.
 
   Args:
@@ -39,6 +39,7 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
     folds: K detectors per iteration (module docstring).
     log, progress, summary_writer: as `detector.train.train_detector`.
     on_iteration: optional callable(iteration, info dict with `corloc` and `changes`).
+    trunk, image_settings: for `config.finetune` `top` / `all` (`train.train_detector`).
   Returns:
     dict with `selections` (as `mil_selections`, after the last iteration),
     `corloc_deep_mil` (class mean), `corloc_deep_mil_pooled`, `corloc_deep_mil_per_iteration`
@@ -66,10 +67,12 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
             bags.subset(train_ids), {i: training_boxes[i] for i in train_ids
                                      if i in training_boxes},
             len(class_names), config, os.path.join(folder, f'detector_{iteration}_{fold}'),
-            log=log, progress=progress, summary_writer=summary_writer))
+            log=log, progress=progress, summary_writer=summary_writer, trunk=trunk,
+            image_settings=image_settings))
       timings['train'] += time.time() - start
       start = time.time()
-      new = _relocalize(problem, bags, scorer_lib.DetectorScorer(models), image_folds if folds >
+      scorer = scorer_lib.DetectorScorer(models, bags, image_settings)
+      new = _relocalize(problem, bags, scorer, image_folds if folds >
                         1 else None, area_model, mil_config, iteration, progress,
                         refine=config.deep_mil_refine)
       timings['relocalize'] += time.time() - start

@@ -43,6 +43,45 @@ class HeadRunner:
     return np.concatenate(probabilities), np.concatenate(deltas)
 
 
+class TrunkFeatureBags:
+  """Bags whose RoI features come from a detector's own (fine-tuned) trunk run on each image,
+  for detectors trained with `finetune` `top` / `all` (the cached maps are of the original
+  trunk). Images are prepared as for the cache (`features.prepare_image`).
+
+  Args:
+    bags: a bag source (proposals, image paths and sizes; `bags.TrunkMapBags`).
+    model: `detector.FastRcnn` with a trunk.
+    image_settings: (short_side, max_long_side) of the trunk-map cache.
+  """
+
+  def __init__(self, bags, model, image_settings):
+    self.bags = bags
+    self.image_ids = bags.image_ids
+    self.model = model
+    self.image_settings = tuple(image_settings)
+    self._forward = tf.function(lambda pixels: model.trunk(pixels, training=False),
+                                reduce_retracing=True)
+
+  def features(self, image_id, boxes):
+    """L2-normalised RoI features float32 [P, D] of pixel boxes float [P, 4] of one image."""
+    from click_supervision import bags as bags_lib  # pylint: disable=g-import-not-at-top
+    from click_supervision import features as features_lib  # pylint: disable=g-import-not-at-top
+    from click_supervision.datasets import images as images_lib  # pylint: disable=g-import-not-at-top
+    image = images_lib.load_image(self.bags.path(image_id))
+    pixels, factors = features_lib.prepare_image(image, *self.image_settings,
+                                                 self.model.feature_stride)
+    maps = self._forward(pixels)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4) * factors
+    pooled = self.model.roi_pooling(maps, tf.constant(boxes), tf.zeros([len(boxes)], tf.int32))
+    return bags_lib.l2_normalize(tf.reshape(pooled, [len(boxes), -1]).numpy())
+
+  def __iter__(self):
+    from click_supervision import bags as bags_lib  # pylint: disable=g-import-not-at-top
+    for image_id in self.image_ids:
+      boxes, objectness = self.bags.proposals_of(image_id)
+      yield bags_lib.Bag(image_id, boxes, objectness, self.features(image_id, boxes))
+
+
 def detect(runner, bag, height, width, config):
   """Detections in one image.
 
@@ -80,7 +119,7 @@ def detect(runner, bag, height, width, config):
   return boxes[best], labels[best], scores[best]
 
 
-def detect_all(model, bags, records, config, progress=None):
+def detect_all(model, bags, records, config, progress=None, image_settings=None):
   """Detections in every image of a bag source.
 
   Args:
@@ -89,10 +128,14 @@ def detect_all(model, bags, records, config, progress=None):
     records: the test records (image sizes).
     config: `config.DetectorConfig`.
     progress: optional progress factory.
+    image_settings: for a model with a (fine-tuned) trunk: (short_side, max_long_side) of the
+      cache; its features then come from its own trunk (`TrunkFeatureBags`).
   Returns:
     list of detection dicts (`evaluation` module docstring: image_id, label, box, score).
   """
   from click_supervision import evaluation  # pylint: disable=g-import-not-at-top
+  if model.trunk is not None:
+    bags = TrunkFeatureBags(bags, model, image_settings)
   runner = HeadRunner(model)
   sizes = {r['image_id']: (r['height'], r['width']) for r in records}
   detections = []

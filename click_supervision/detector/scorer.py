@@ -12,17 +12,23 @@ class DetectorScorer:
   Args:
     models: list of `detector.FastRcnn`, one per fold: fold k's detector was trained without
       the images of fold k (one model: every image is scored by it).
+    bags, image_settings: for models with a fine-tuned trunk: the bag source (image paths) and
+      the cache's (short_side, max_long_side); their features come from their own trunks.
   """
 
-  def __init__(self, models):
+  def __init__(self, models, bags=None, image_settings=None):
     self.runners = [inference.HeadRunner(m) for m in models]
+    self.trunk_features = [inference.TrunkFeatureBags(bags, m, image_settings)
+                           if m.trunk is not None else None for m in models]
     self._last = None  # (image id, fold) -> the head's outputs, reused by `refined_box`.
 
   def _outputs(self, bag, fold):
     key = (bag.image_id, fold)
     if self._last is None or self._last[0] != key:
-      runner = self.runners[fold if len(self.runners) > 1 else 0]
-      self._last = (key, runner(bag.features))
+      k = fold if len(self.runners) > 1 else 0
+      features = (self.trunk_features[k].features(bag.image_id, bag.boxes)
+                  if self.trunk_features[k] is not None else bag.features)
+      self._last = (key, self.runners[k](features))
     return self._last[1]
 
   def scores(self, bag, fold, classes):

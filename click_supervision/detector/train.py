@@ -12,6 +12,11 @@ image order of each epoch, the sampled RoIs and the dropout masks are all drawn 
 resumed run sees exactly the batches an uninterrupted one would (with `deterministic`, TensorFlow's
 op determinism makes the arithmetic repeat too).
 
+`top` and `all` (for accelerators) put the trunk in the step: images are read, resized and
+padded exactly as for the trunk-map cache (`features.prepare_image`), padded to one size per
+batch, and the trunk runs in inference mode (BatchNorm statistics and parameters frozen, batches
+being 1-2 images); `all` trains every other trunk layer, `top` the last third of them.
+
 Training boxes: dict image_id -> (boxes float32 [G, 4] pixels, labels int [G] class indices);
 images of the bag source without an entry give background RoIs only.
 """
@@ -151,6 +156,87 @@ def make_batch(bags, image_ids, training_boxes, config, seed, step):
           'valid': np.pad(np.ones(count, np.float32), [(0, pad)])}
 
 
+def make_image_batch(bags, image_ids, training_boxes, config, seed, step, image_settings):
+  """`make_batch` for `top` / `all`: images for the trunk instead of pooled features.
+
+  Args:
+    image_settings: (short_side, max_long_side, stride) of `features.prepare_image`.
+  Returns:
+    dict of numpy arrays: `images` float32 [B, H, W, 3] (each prepared image at the top left,
+    zeros around), `boxes` float32 [N, 4] in the prepared images' pixels, `box_indices` int32 [N],
+    `labels`, `targets`, `valid` as `make_batch` (N = images_per_batch x rois_per_image).
+  """
+  from click_supervision import features as features_lib  # pylint: disable=g-import-not-at-top
+  from click_supervision.datasets import images as images_lib  # pylint: disable=g-import-not-at-top
+  rows = config.images_per_batch * config.rois_per_image
+  pixels, boxes_out, indices, labels, targets = [], [], [], [], []
+  for j, image_id in enumerate(image_ids):
+    rng = np.random.default_rng([seed, step, j])
+    mirrored = bool(config.flip and rng.random() < 0.5)
+    proposals, _ = bags.proposals_of(image_id)
+    image = images_lib.load_image(bags.path(image_id))
+    boxes, box_labels = training_boxes.get(
+        image_id, (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
+    if mirrored:
+      width = bags.size(image_id)[1]
+      image = np.ascontiguousarray(image[:, ::-1])
+      proposals = bags_lib.mirror_boxes(proposals, width)
+      boxes = bags_lib.mirror_boxes(boxes, width)
+    sample = sampling.sample_rois(
+        proposals, boxes, box_labels, config.rois_per_image, rng, config.foreground_fraction,
+        config.foreground_iou, config.background_iou_low)
+    prepared, factors = features_lib.prepare_image(image, *image_settings)
+    pixels.append(prepared.numpy()[0])
+    boxes_out.append(sample['rois'] * factors)
+    indices.append(np.full(len(sample['rois']), j, np.int32))
+    labels.append(sample['labels'])
+    targets.append(sample['targets'])
+  height = max(p.shape[0] for p in pixels)
+  width = max(p.shape[1] for p in pixels)
+  images = np.zeros((len(pixels), height, width, 3), np.float32)
+  for j, p in enumerate(pixels):
+    images[j, :p.shape[0], :p.shape[1]] = p
+  count = sum(len(b) for b in boxes_out)
+  pad = rows - count
+  return {'images': images,
+          'boxes': np.pad(np.concatenate(boxes_out).astype(np.float32), [(0, pad), (0, 0)]),
+          'box_indices': np.pad(np.concatenate(indices), [(0, pad)]),
+          'labels': np.pad(np.concatenate(labels), [(0, pad)]),
+          'targets': np.pad(np.concatenate(targets), [(0, pad), (0, 0)]),
+          'valid': np.pad(np.ones(count, np.float32), [(0, pad)])}
+
+
+TOP_FRACTION = 1 / 3
+
+
+def copy_trunk(trunk):
+  """A copy of a trunk with its weights and geometry, so fine-tuning leaves the given one as it
+  was (deep MIL starts each fold's detector from the same pretrained trunk)."""
+  copy = keras.models.clone_model(trunk)
+  copy.set_weights(trunk.get_weights())
+  copy.feature_stride = trunk.feature_stride
+  copy.feature_offset = trunk.feature_offset
+  return copy
+
+
+def set_trunk_trainable(trunk, finetune):
+  """Which trunk layers train: none; `top`, the last third of the layers with weights (BatchNorm
+  not counted); `all`, every one. BatchNorm layers never train (nor update their statistics:
+  the trunk runs in inference mode)."""
+  weighted = [layer for layer in trunk.layers
+              if layer.weights and not isinstance(layer, keras.layers.BatchNormalization)]
+  if finetune == 'none':
+    chosen = []
+  elif finetune == 'top':
+    chosen = weighted[len(weighted) - max(1, round(len(weighted) * TOP_FRACTION)):]
+  else:
+    chosen = weighted
+  chosen = {id(layer) for layer in chosen}
+  trunk.trainable = bool(chosen)
+  for layer in trunk.layers:
+    layer.trainable = id(layer) in chosen
+
+
 def num_steps(num_images, config):
   return max(1, math.ceil(config.epochs * num_images / config.images_per_batch))
 
@@ -171,15 +257,19 @@ def fingerprint(bags, training_boxes, num_classes, config):
   return digest.hexdigest()[:16]
 
 
-def build_detector(num_classes, geometry, pool_size, config):
-  """A `FastRcnn` without trunk (it runs on cached maps), built for `pool_size` grids of
-  `channels`: geometry = (stride, offset, channels)."""
+def build_detector(num_classes, geometry, pool_size, config, trunk=None):
+  """A `FastRcnn` built for `pool_size` grids of `channels` (geometry = (stride, offset,
+  channels)); without `trunk` it runs on cached maps."""
   stride, offset, channels = geometry
   model = fast_rcnn_lib.FastRcnn(num_classes, int(stride), float(offset), pool_size=pool_size,
                                  hidden_units=config.hidden_units, dropout=config.dropout,
-                                 seed=config.seed)
-  model({'feature_maps': tf.zeros([1, 2, 2, int(channels)]), 'boxes': tf.zeros([1, 4]),
-         'box_indices': tf.zeros([1], tf.int32)})
+                                 seed=config.seed, trunk=trunk)
+  inputs = {'boxes': tf.zeros([1, 4]), 'box_indices': tf.zeros([1], tf.int32)}
+  if trunk is None:
+    inputs['feature_maps'] = tf.zeros([1, 2, 2, int(channels)])
+  else:
+    inputs['images'] = tf.zeros([1, 2 * int(stride), 2 * int(stride), 3])
+  model(inputs)
   return model
 
 
@@ -198,7 +288,8 @@ def load_detector(folder):
 
 
 def train_detector(bags, training_boxes, num_classes, config, folder, strategy=None,
-                   log=print, progress=None, summary_writer=None):
+                   log=print, progress=None, summary_writer=None, trunk=None,
+                   image_settings=None):
   """Trains (or resumes training) the detector head; returns the trained `FastRcnn`.
 
   Args:
@@ -212,13 +303,16 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
     log: callable taking one str.
     progress: optional progress factory `(total, description, unit) -> bar`.
     summary_writer: optional `tf.summary` writer for losses and the learning rate.
+    trunk: with `config.finetune` `top` or `all`: the trunk to fine-tune (the one the cache's
+      maps came from).
+    image_settings: with `top` / `all`: (short_side, max_long_side) of the trunk-map cache.
   Returns:
-    the trained `detector.FastRcnn` (without trunk; it runs on trunk maps).
+    the trained `detector.FastRcnn`: without trunk for `none` (it runs on trunk maps), with the
+    fine-tuned trunk otherwise.
   """
-  if config.finetune != 'none':
-    raise NotImplementedError(
-        f'--detector_finetune={config.finetune}: training trunk layers is not built yet; '
-        f'use --detector_finetune=none (the head on cached trunk maps)')
+  finetune = config.finetune != 'none'
+  if finetune and (trunk is None or image_settings is None):
+    raise ValueError(f'finetune={config.finetune} needs the trunk and its image settings')
   strategy = strategy or tf.distribute.get_strategy()
   key = fingerprint(bags, training_boxes, num_classes, config)
   fingerprint_path = os.path.join(folder, _FINGERPRINT_FILE)
@@ -241,14 +335,19 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
   total_steps = num_steps(len(bags.image_ids), config)
   geometry = _geometry(bags)
   with strategy.scope():
-    model = build_detector(num_classes, geometry, bags.pool_size, config)
+    model = build_detector(num_classes, geometry, bags.pool_size, config,
+                           trunk=copy_trunk(trunk) if finetune else None)
+    if finetune:
+      set_trunk_trainable(model.trunk, config.finetune)
+    variables = model.trainable_variables
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
         [max(1, int(config.lr_drop_at * total_steps))],
         [config.learning_rate, config.learning_rate / 10])
     optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=config.momentum,
                                      weight_decay=config.weight_decay)
-    optimizer.build(model.head.trainable_variables)
-  checkpoint = tf.train.Checkpoint(head=model.head, optimizer=optimizer)
+    optimizer.build(variables)
+  checkpoint = tf.train.Checkpoint(head=model.head, optimizer=optimizer,
+                                   **({'trunk': model.trunk} if finetune else {}))
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(folder, 'checkpoints'),
                                        max_to_keep=2)
   if manager.latest_checkpoint:
@@ -260,7 +359,12 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
   # --- the step: each replica's summed loss over the global number of RoIs. ---
   def replica_step(batch, dropout_seed, global_rois):
     with tf.GradientTape() as tape:
-      out = model.head(batch['features'], training=True, dropout_seed=dropout_seed)
+      if finetune:  # The trunk in inference mode: BatchNorm frozen (module docstring).
+        maps = model.trunk(batch['images'], training=False)
+        features = model.roi_pooling(maps, batch['boxes'], batch['box_indices'])
+      else:
+        features = batch['features']
+      out = model.head(features, training=True, dropout_seed=dropout_seed)
       labels = tf.cast(batch['labels'], tf.int32)
       valid = batch['valid']
       class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, out['class_logits'])
@@ -271,14 +375,14 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
       class_loss = tf.reduce_sum(class_loss * valid) / global_rois
       box_loss = tf.reduce_sum(box_loss * foreground) / global_rois
       loss = class_loss + box_loss
-    gradients = tape.gradient(loss, model.head.trainable_variables)
-    optimizer.apply_gradients(zip(gradients, model.head.trainable_variables))
+    gradients = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(gradients, variables))
     correct = tf.cast(tf.argmax(out['class_logits'], -1, output_type=tf.int32) == labels,
                       tf.float32)
     return {'loss': loss, 'class_loss': class_loss, 'box_loss': box_loss,
             'accuracy': tf.reduce_sum(correct * valid) / global_rois}
 
-  @tf.function
+  @tf.function(reduce_retracing=True)  # Image batches change size from step to step.
   def train_step(batch, dropout_seed):
     global_rois = tf.maximum(tf.reduce_sum(batch['valid']), 1.0)
     per_replica = strategy.run(replica_step, args=(batch, dropout_seed, global_rois))
@@ -295,7 +399,11 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
   started, window = time.time(), []
   for step in range(start_step, total_steps):
     ids = images_of_step(bags, config.seed, step, config.images_per_batch)
-    batch = make_batch(bags, ids, training_boxes, config, config.seed, step)
+    if finetune:
+      batch = make_image_batch(bags, ids, training_boxes, config, config.seed, step,
+                               (*image_settings, int(geometry[0])))
+    else:
+      batch = make_batch(bags, ids, training_boxes, config, config.seed, step)
     metrics = train_step({k: tf.constant(v) for k, v in batch.items()},
                          tf.constant([config.seed, step], tf.int32))
     metrics = {k: float(v) for k, v in metrics.items()}
