@@ -219,6 +219,7 @@ class DetectorConfig:
     learning_rate, momentum, weight_decay: SGD with momentum; the learning rate drops tenfold
       after `lr_drop_at` of the steps.
     epochs: passes over the training images (steps = epochs x images / images_per_batch).
+    deep_mil_epochs: the same for the detectors of deep MIL (0: `epochs`).
     flip: horizontal flip augmentation: each training image is mirrored with probability 1/2,
       with the trunk maps of the mirrored images (cached beside the others: twice the trunk
       time and map cache of the training images).
@@ -247,6 +248,7 @@ class DetectorConfig:
   weight_decay: float = 5e-4
   lr_drop_at: float = 0.75
   epochs: float = 8.0
+  deep_mil_epochs: float = 0.0
   flip: bool = False
   deep_mil_iterations: int = 2
   deep_mil_folds: int = 2
@@ -267,6 +269,8 @@ class DetectorConfig:
                  'checkpoint_every'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, not {getattr(self, name)}')
+    if self.deep_mil_epochs < 0:
+      raise ValueError(f'deep_mil_epochs must be >= 0, not {self.deep_mil_epochs}')
     if self.epochs <= 0 or self.learning_rate <= 0:
       raise ValueError(f'epochs and learning_rate must be > 0, not {self.epochs} and '
                        f'{self.learning_rate}')

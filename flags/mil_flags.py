@@ -183,3 +183,6 @@ DEEP_MIL_REFINE = flags.DEFINE_bool('deep_mil_refine', _DETECTOR.deep_mil_refine
 DETECTOR_FLIP = flags.DEFINE_bool('detector_flip', _DETECTOR.flip, 'Horizontal flips when '
                                   'training the detector (caches the mirrored images\' trunk '
                                   'maps too).')
+DEEP_MIL_EPOCHS = flags.DEFINE_float('deep_mil_epochs', _DETECTOR.deep_mil_epochs,
+                                     'Epochs of each deep MIL detector (0: --detector_epochs).',
+                                     lower_bound=0.0)

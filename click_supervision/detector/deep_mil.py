@@ -13,6 +13,7 @@ Resuming: each iteration's localisations are written to `deep_mil/iteration_<t>.
 detector's training resumes from its checkpoints (`detector.train`).
 """
 
+import dataclasses
 import os
 import time
 
@@ -52,6 +53,8 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
   selections = {p: dict(mil_selections[p]) for p in problem.pairs}
   per_iteration = [problem.corloc(_boxes(problem, selections))]
   changes, timings = [], {'train': 0.0, 'relocalize': 0.0}
+  train_config = (dataclasses.replace(config, epochs=config.deep_mil_epochs)
+                  if config.deep_mil_epochs else config)
   for iteration in range(1, config.deep_mil_iterations + 1):
     path = os.path.join(folder, f'iteration_{iteration}.jsonl')
     if os.path.exists(path):
@@ -66,7 +69,8 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
         models.append(train_lib.train_detector(
             bags.subset(train_ids), {i: training_boxes[i] for i in train_ids
                                      if i in training_boxes},
-            len(class_names), config, os.path.join(folder, f'detector_{iteration}_{fold}'),
+            len(class_names), train_config,
+            os.path.join(folder, f'detector_{iteration}_{fold}'),
             log=log, progress=progress, summary_writer=summary_writer, trunk=trunk,
             image_settings=image_settings))
       timings['train'] += time.time() - start
