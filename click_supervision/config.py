@@ -247,8 +247,8 @@ class DetectorConfig:
   momentum: float = 0.9
   weight_decay: float = 5e-4
   lr_drop_at: float = 0.75
-  epochs: float = 8.0
-  deep_mil_epochs: float = 0.0
+  epochs: float = 32.0
+  deep_mil_epochs: float = 4.0
   flip: bool = False
   deep_mil_iterations: int = 2
   deep_mil_folds: int = 2
