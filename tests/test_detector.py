@@ -84,8 +84,9 @@ def toy_maps(tmp_path, num_images=16, seed=0, name='toy', sides=(16, 24, 32),
                                                     pool_size=2, mirrored_maps=mirrored_cache)
 
 
-FAST = config_lib.DetectorConfig(hidden_units=32, epochs=60, deep_mil_epochs=0, rois_per_image=32,
-                                 learning_rate=0.1, checkpoint_every=20, dropout=0.1)
+FAST = config_lib.DetectorConfig(hidden_units=32, epochs=60, deep_mil_epochs=0,
+                                 rois_per_image=32, learning_rate=0.1, checkpoint_every=20,
+                                 dropout=0.1)
 
 
 # --- box coding -------------------------------------------------------------------------------
