@@ -559,16 +559,8 @@ def stage_detector(config, dataset, bags, results):
           'supervision': config.detector.supervision,
           'detector_config': dataclasses.asdict(config.detector),
           'annotation_hours': supervision_hours(config, dataset, results)}
-  if config.test_dataset.startswith('coco'):
-    coco = evaluation.coco_ap(detections, test_dataset.records, dataset.class_names)
-    voc = evaluation.voc_ap(detections, test_dataset.records, len(dataset.class_names))
-    info.update(map=coco['ap'], map50=coco['ap50'], map_metric='COCO AP@[.5:.95]',
-                map_coco=coco)
-  else:
-    voc = evaluation.voc_ap(detections, test_dataset.records, len(dataset.class_names),
-                            use_11_point=True)
-    info.update(map=voc['map'], map_metric='VOC2007 11-point AP@0.5')
-  info['map_per_class'] = dict(zip(dataset.class_names, voc['ap_per_class']))
+  info.update(evaluation.detection_metrics(detections, test_dataset.records, dataset.class_names,
+                                           coco=config.test_dataset.startswith('coco')))
   with summary_writer.as_default():
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.summary.scalar('detector/map', info['map'], step=0)

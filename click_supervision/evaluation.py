@@ -324,3 +324,28 @@ def coco_ap(detections, records, class_names):
   names = ['ap', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large']
   return {name: float('nan') if value < 0 else float(value)
           for name, value in zip(names, coco_eval.stats[:6])}
+
+
+def detection_metrics(detections, records, class_names, coco=False):
+  """The detector stage's mAP numbers for results.json.
+
+  Args:
+    detections: list of detection dicts (module docstring).
+    records: the test records.
+    class_names: list of str.
+    coco: COCO data: `map` is pycocotools' AP@[.5:.95] and `map50` its AP@0.5; otherwise `map`
+      is the VOC2007 11-point AP at IoU 0.5.
+  Returns:
+    dict with `map`, `map_metric` (in words), `map_per_class` (class name -> VOC-style AP at IoU
+    0.5, 11-point for VOC data, area under the envelope for COCO data; NaN for a class without
+    positives), and for COCO `map50` and `map_coco` (every pycocotools number).
+  """
+  voc = voc_ap(detections, records, len(class_names), use_11_point=not coco)
+  result = {'map_per_class': dict(zip(class_names, voc['ap_per_class']))}
+  if coco:
+    numbers = coco_ap(detections, records, class_names)
+    result.update(map=numbers['ap'], map50=numbers['ap50'], map_metric='COCO AP@[.5:.95]',
+                  map_coco=numbers)
+  else:
+    result.update(map=voc['map'], map_metric='VOC2007 11-point AP@0.5')
+  return result

@@ -304,3 +304,18 @@ def test_coco_ap_iou_0_6_counts_for_ap50_not_ap75():
 def test_coco_ap_rejects_unknown_image():
   with pytest.raises(ValueError, match='unknown image'):
     evaluation.coco_ap([_det('zzz', 0, BOX_A, 1.0)], [_record('a', [BOX_A], [0])], CLASS_NAMES)
+
+
+def test_detection_metrics_for_voc_and_coco_data():
+  records = [_record('a', [[0, 0, 10, 10]], [0]), _record('b', [[0, 0, 20, 20]], [1])]
+  detections = [_det('a', 0, [0, 0, 10, 10], 0.9),   # A hit of class 0.
+                _det('b', 1, [0, 0, 10, 10], 0.8)]   # IoU 0.25: a miss of class 1.
+  voc = evaluation.detection_metrics(detections, records, ['cat', 'dog'])
+  assert voc['map_metric'] == 'VOC2007 11-point AP@0.5' and 'map50' not in voc
+  assert voc['map_per_class'] == {'cat': 1.0, 'dog': 0.0} and voc['map'] == 0.5
+  coco = evaluation.detection_metrics(detections, records, ['cat', 'dog'], coco=True)
+  assert coco['map_metric'] == 'COCO AP@[.5:.95]'
+  # The class-0 hit is exact (AP 1 at every IoU threshold), the class-1 box never matches.
+  assert coco['map'] == pytest.approx(0.5, abs=1e-6)
+  assert coco['map50'] == pytest.approx(0.5, abs=1e-6)
+  assert coco['map_per_class'] == {'cat': 1.0, 'dog': 0.0}
