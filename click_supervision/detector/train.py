@@ -118,8 +118,16 @@ def images_of_step(bags, seed, step, images_per_batch):
   ids = []
   for position in range(first, first + images_per_batch):
     epoch, index = divmod(position, count)
-    ids.append(epoch_image_order(bags, seed, epoch)[index])
+    key = (bags.key, seed, epoch)
+    if key not in _ORDERS:  # Drawn once per epoch, not at every step.
+      if len(_ORDERS) >= 4:
+        _ORDERS.pop(next(iter(_ORDERS)))
+      _ORDERS[key] = epoch_image_order(bags, seed, epoch)
+    ids.append(_ORDERS[key][index])
   return ids
+
+
+_ORDERS = {}  # (bag source key, seed, epoch) -> that epoch's image order.
 
 
 def make_batch(bags, image_ids, training_boxes, config, seed, step):
