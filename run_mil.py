@@ -126,6 +126,9 @@ def config_from_flags():
                          '--test_split')
   if mil_flags.AREA_FIT_DATA.value not in ('auto', 'synthetic', 'shipped'):
     datasets.check_spec(mil_flags.AREA_FIT_DATA.value, '--area_fit_data')
+  if mil_flags.STRATEGY.value == 'tpu' and not mil_flags.TPU.value:
+    raise UserError('--strategy=tpu needs --tpu=ADDRESS (the TPU name, grpc://host:port, or '
+                    'local)')
   if click_config.source != 'simulated' and not os.path.isfile(click_config.source):
     raise UserError(f'--click_source={click_config.source}: no such file (or "simulated")')
   workdir = mil_flags.WORKDIR.value or os.path.join(
@@ -139,7 +142,8 @@ def config_from_flags():
                            workdir=os.path.abspath(workdir),
                            stages=tuple(s for s in config_lib.STAGES if s in stages),
                            num_workers=mil_flags.NUM_SHARDS.value,
-                           worker_index=mil_flags.SHARD_INDEX.value)
+                           worker_index=mil_flags.SHARD_INDEX.value,
+                           strategy=mil_flags.STRATEGY.value, tpu=mil_flags.TPU.value)
 
 
 def write_json(path, obj):
@@ -470,7 +474,7 @@ def stage_deep_mil(config, dataset, selected, bags):
       folds=config.detector.deep_mil_folds, log=log, progress=PROGRESS,
       summary_writer=summary_writer,
       on_iteration=lambda t, i: summaries.write_iteration(summary_writer, t, i, 'deep_mil'),
-      **finetune_arguments(config))
+      strategy=strategy_of(config), **finetune_arguments(config))
   localizations_lib.write_localizations(os.path.join(config.workdir, 'localizations.jsonl'),
                                         result['selections'], dataset.class_names)
   info = {k: v for k, v in result.items() if k not in ('selections', 'timings_s')}
@@ -488,6 +492,12 @@ def finetune_arguments(config):
                                 cache_dir=config.data.cache_dir)
   return {'trunk': trunk, 'image_settings': (config.features.short_side or None,
                                              config.features.max_long_side)}
+
+
+def strategy_of(config):
+  """The run's `tf.distribute.Strategy` (`--strategy`, `--tpu`)."""
+  from click_supervision import distribute  # pylint: disable=g-import-not-at-top (imports TF)
+  return distribute.make_strategy(config.strategy, config.tpu)
 
 
 def _enable_determinism(config):
@@ -532,8 +542,8 @@ def stage_detector(config, dataset, bags, results):
   finetune = finetune_arguments(config)
   model = train_lib.train_detector(
       bags, training_boxes(config, dataset), len(dataset.class_names), config.detector,
-      os.path.join(config.workdir, 'detector'), log=log, progress=PROGRESS,
-      summary_writer=summary_writer, **finetune)
+      os.path.join(config.workdir, 'detector'), strategy=strategy_of(config), log=log,
+      progress=PROGRESS, summary_writer=summary_writer, **finetune)
 
   # --- the test split: its own proposals and trunk maps (cached like the training ones). ---
   same = (config.test_dataset, config.test_split) == (config.data.dataset, config.data.split)

@@ -356,6 +356,9 @@ class Config:
     stages: tuple of stage names to run, a subset of STAGES, run in STAGES order.
     num_workers, worker_index: this process computes every `num_workers`-th shard of the cached
       stages, starting at `worker_index` (`--num_shards`, `--shard_index`).
+    strategy, tpu: the `tf.distribute` strategy the detector trains under (`distribute`;
+      `--strategy`, `--tpu`). Not part of a trained detector's fingerprint: a run resumed under
+      another strategy continues from its checkpoint.
   """
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   clicks: ClickConfig = dataclasses.field(default_factory=ClickConfig)
@@ -371,6 +374,8 @@ class Config:
   stages: tuple = DEFAULT_STAGES
   num_workers: int = 1
   worker_index: int = 0
+  strategy: str = 'default'
+  tpu: str = ''
 
   def to_dict(self):
     return dataclasses.asdict(self)

@@ -186,3 +186,11 @@ DETECTOR_FLIP = flags.DEFINE_bool('detector_flip', _DETECTOR.flip, 'Horizontal f
 DEEP_MIL_EPOCHS = flags.DEFINE_float('deep_mil_epochs', _DETECTOR.deep_mil_epochs,
                                      'Epochs of each deep MIL detector (0: --detector_epochs).',
                                      lower_bound=0.0)
+STRATEGY = flags.DEFINE_enum('strategy', config_lib.Config.strategy,
+                             ['default', 'mirrored', 'tpu', 'multi_worker'],
+                             'tf.distribute strategy of the detector\'s training (deep_mil and '
+                             'detector stages): one device, every local GPU in sync, a Cloud TPU '
+                             '(--tpu), or several machines (TF_CONFIG). See '
+                             'click_supervision/distribute.py.')
+TPU = flags.DEFINE_string('tpu', config_lib.Config.tpu, 'With --strategy=tpu: the TPU name, '
+                          'grpc://host:port, or local.')

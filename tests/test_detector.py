@@ -211,10 +211,10 @@ def test_a_killed_training_resumes_to_the_same_detections(tmp_path, monkeypatch)
                                    log=lambda m: None)
   real_make_batch = train_lib.make_batch
 
-  def killed_at_step_35(bags_, ids, boxes, config_, seed, step):
+  def killed_at_step_35(bags_, ids, boxes, config_, seed, step, **kwargs):
     if step == 35:
       raise KeyboardInterrupt('killed')
-    return real_make_batch(bags_, ids, boxes, config_, seed, step)
+    return real_make_batch(bags_, ids, boxes, config_, seed, step, **kwargs)
 
   monkeypatch.setattr(train_lib, 'make_batch', killed_at_step_35)
   with pytest.raises(KeyboardInterrupt):

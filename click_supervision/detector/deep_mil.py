@@ -27,7 +27,8 @@ from click_supervision.detector import train as train_lib
 
 def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mil_config,
                  config, workdir, area_model=None, folds=1, log=print, progress=None,
-                 summary_writer=None, on_iteration=None, trunk=None, image_settings=None):
+                 summary_writer=None, on_iteration=None, trunk=None, image_settings=None,
+                 strategy=None):
   """Runs `config.deep_mil_iterations` iterations after SVM MIL.
 
   Args:
@@ -41,6 +42,7 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
     log, progress, summary_writer: as `detector.train.train_detector`.
     on_iteration: optional callable(iteration, info dict with `corloc` and `changes`).
     trunk, image_settings: for `config.finetune` `top` / `all` (`train.train_detector`).
+    strategy: the `tf.distribute.Strategy` the detectors train under (default: the default one).
   Returns:
     dict with `selections` (as `mil_selections`, after the last iteration),
     `corloc_deep_mil` (class mean), `corloc_deep_mil_pooled`, `corloc_deep_mil_per_iteration`
@@ -71,8 +73,8 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
                                      if i in training_boxes},
             len(class_names), train_config,
             os.path.join(folder, f'detector_{iteration}_{fold}'),
-            log=log, progress=progress, summary_writer=summary_writer, trunk=trunk,
-            image_settings=image_settings))
+            strategy=strategy, log=log, progress=progress, summary_writer=summary_writer,
+            trunk=trunk, image_settings=image_settings))
       timings['train'] += time.time() - start
       start = time.time()
       scorer = scorer_lib.DetectorScorer(models, bags, image_settings)

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import keras
@@ -34,6 +35,7 @@ import tensorflow as tf
 
 from click_supervision import atomic
 from click_supervision import bags as bags_lib
+from click_supervision import distribute
 from click_supervision.detector import fast_rcnn as fast_rcnn_lib
 from click_supervision.detector import sampling
 
@@ -130,16 +132,21 @@ def images_of_step(bags, seed, step, images_per_batch):
 _ORDERS = {}  # (bag source key, seed, epoch) -> that epoch's image order.
 
 
-def make_batch(bags, image_ids, training_boxes, config, seed, step):
+def make_batch(bags, image_ids, training_boxes, config, seed, step, num_replicas=1):
   """One step's RoIs, padded to `images_per_batch x rois_per_image` rows (fixed shapes). With
   `config.flip`, each image is the mirrored one with probability 1/2 (its own trunk map, from
   the bag source's `mirrored_maps`).
+
+  With `num_replicas` R > 1 the rows are R equal blocks, block r holding images
+  [r B/R, (r + 1) B/R) and its own padding, so `split_for_replicas` hands each replica whole
+  images; the RoIs sampled do not depend on R.
 
   Returns:
     dict of numpy arrays: `features` float32 [N, D] (L2-normalised pooled features), `labels`
     int32 [N], `targets` float32 [N, 4], `valid` float32 [N] (0 for padding rows).
   """
-  rows = config.images_per_batch * config.rois_per_image
+  per_replica = len(image_ids) // num_replicas
+  rows = (config.images_per_batch // num_replicas) * config.rois_per_image
   features, labels, targets = [], [], []
   for j, image_id in enumerate(image_ids):
     rng = np.random.default_rng([seed, step, j])
@@ -155,20 +162,29 @@ def make_batch(bags, image_ids, training_boxes, config, seed, step):
     features.append(bags.pool(entry, sample['rois']))
     labels.append(sample['labels'])
     targets.append(sample['targets'])
-  features = np.concatenate(features)
-  count = len(features)
-  pad = rows - count
-  return {'features': np.pad(features, [(0, pad), (0, 0)]),
-          'labels': np.pad(np.concatenate(labels), [(0, pad)]),
-          'targets': np.pad(np.concatenate(targets), [(0, pad), (0, 0)]),
-          'valid': np.pad(np.ones(count, np.float32), [(0, pad)])}
+  blocks = []
+  for r in range(num_replicas):
+    part = slice(r * per_replica, (r + 1) * per_replica)
+    count = sum(len(f) for f in features[part])
+    pad = rows - count
+    blocks.append({
+        'features': np.pad(np.concatenate(features[part]), [(0, pad), (0, 0)]),
+        'labels': np.pad(np.concatenate(labels[part]), [(0, pad)]),
+        'targets': np.pad(np.concatenate(targets[part]), [(0, pad), (0, 0)]),
+        'valid': np.pad(np.ones(count, np.float32), [(0, pad)])})
+  return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
 
 
-def make_image_batch(bags, image_ids, training_boxes, config, seed, step, image_settings):
+def make_image_batch(bags, image_ids, training_boxes, config, seed, step, image_settings,
+                     num_replicas=1, fixed_size=None):
   """`make_batch` for `top` / `all`: images for the trunk instead of pooled features.
 
   Args:
     image_settings: (short_side, max_long_side, stride) of `features.prepare_image`.
+    num_replicas: R: the RoI rows are R blocks as in `make_batch`, and each block's
+      `box_indices` count from its own first image (0 .. B/R - 1).
+    fixed_size: optional (height, width) every image batch is padded to (TPUs compile one
+      program per shape); by default the largest prepared image of the step.
   Returns:
     dict of numpy arrays: `images` float32 [B, H, W, 3] (each prepared image at the top left,
     zeros around), `boxes` float32 [N, 4] in the prepared images' pixels, `box_indices` int32 [N],
@@ -176,7 +192,8 @@ def make_image_batch(bags, image_ids, training_boxes, config, seed, step, image_
   """
   from click_supervision import features as features_lib  # pylint: disable=g-import-not-at-top
   from click_supervision.datasets import images as images_lib  # pylint: disable=g-import-not-at-top
-  rows = config.images_per_batch * config.rois_per_image
+  per_replica = len(image_ids) // num_replicas
+  rows = (config.images_per_batch // num_replicas) * config.rois_per_image
   pixels, boxes_out, indices, labels, targets = [], [], [], [], []
   for j, image_id in enumerate(image_ids):
     rng = np.random.default_rng([seed, step, j])
@@ -196,22 +213,34 @@ def make_image_batch(bags, image_ids, training_boxes, config, seed, step, image_
     prepared, factors = features_lib.prepare_image(image, *image_settings)
     pixels.append(prepared.numpy()[0])
     boxes_out.append(sample['rois'] * factors)
-    indices.append(np.full(len(sample['rois']), j, np.int32))
+    indices.append(np.full(len(sample['rois']), j % per_replica, np.int32))
     labels.append(sample['labels'])
     targets.append(sample['targets'])
-  height = max(p.shape[0] for p in pixels)
-  width = max(p.shape[1] for p in pixels)
+  height, width = fixed_size or (max(p.shape[0] for p in pixels), max(p.shape[1] for p in pixels))
   images = np.zeros((len(pixels), height, width, 3), np.float32)
   for j, p in enumerate(pixels):
     images[j, :p.shape[0], :p.shape[1]] = p
-  count = sum(len(b) for b in boxes_out)
-  pad = rows - count
-  return {'images': images,
-          'boxes': np.pad(np.concatenate(boxes_out).astype(np.float32), [(0, pad), (0, 0)]),
-          'box_indices': np.pad(np.concatenate(indices), [(0, pad)]),
-          'labels': np.pad(np.concatenate(labels), [(0, pad)]),
-          'targets': np.pad(np.concatenate(targets), [(0, pad), (0, 0)]),
-          'valid': np.pad(np.ones(count, np.float32), [(0, pad)])}
+  blocks = []
+  for r in range(num_replicas):
+    part = slice(r * per_replica, (r + 1) * per_replica)
+    count = sum(len(b) for b in boxes_out[part])
+    pad = rows - count
+    blocks.append({
+        'boxes': np.pad(np.concatenate(boxes_out[part]).astype(np.float32), [(0, pad), (0, 0)]),
+        'box_indices': np.pad(np.concatenate(indices[part]), [(0, pad)]),
+        'labels': np.pad(np.concatenate(labels[part]), [(0, pad)]),
+        'targets': np.pad(np.concatenate(targets[part]), [(0, pad), (0, 0)]),
+        'valid': np.pad(np.ones(count, np.float32), [(0, pad)])})
+  batch = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+  batch['images'] = images
+  return batch
+
+
+def split_for_replicas(batch, num_replicas):
+  """The batch of `make_batch` / `make_image_batch` (built with the same `num_replicas`) as a
+  list of R per-replica dicts: every array cut into R equal blocks along its first axis."""
+  return [{k: v[r * (len(v) // num_replicas):(r + 1) * (len(v) // num_replicas)]
+           for k, v in batch.items()} for r in range(num_replicas)]
 
 
 TOP_FRACTION = 1 / 3
@@ -295,6 +324,76 @@ def load_detector(folder):
   return keras.saving.load_model(path)
 
 
+def make_train_step(model, optimizer, strategy, finetune):
+  """The training step of `train_detector`, for any `tf.distribute` strategy.
+
+  Each replica's loss is its summed RoI losses over the global RoI count, so the summed
+  gradients of R replicas equal the one-device gradient of the same global batch (`distribute`).
+
+  Args:
+    model: a `FastRcnn` built under `strategy.scope()` (with its trunk when `finetune`).
+    optimizer: a keras optimizer built under the same scope on `model.trainable_variables`.
+    strategy: the `tf.distribute.Strategy`.
+    finetune: whether batches carry images for the trunk (`make_image_batch`) or pooled
+      features (`make_batch`).
+  Returns:
+    step(batch, dropout_seed) -> dict of floats (loss, class_loss, box_loss, accuracy): one
+    update from a global batch of `make_batch` / `make_image_batch` built with
+    `num_replicas=strategy.num_replicas_in_sync`; dropout_seed is a pair of ints.
+  """
+  variables = model.trainable_variables
+  num_replicas = strategy.num_replicas_in_sync
+
+  def replica_step(batch, dropout_seed, global_rois):
+    # Each replica draws its own dropout masks (replica 0's are the one-device run's).
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    dropout_seed = dropout_seed + tf.stack([0, 7919 * tf.cast(replica, tf.int32)])
+    with tf.GradientTape() as tape:
+      if finetune:  # The trunk in inference mode: BatchNorm frozen (module docstring).
+        maps = model.trunk(batch['images'], training=False)
+        features = model.roi_pooling(maps, batch['boxes'], batch['box_indices'])
+      else:
+        features = batch['features']
+      out = model.head(features, training=True, dropout_seed=dropout_seed)
+      labels = tf.cast(batch['labels'], tf.int32)
+      valid = batch['valid']
+      class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, out['class_logits'])
+      foreground = tf.cast(labels > 0, tf.float32) * valid
+      chosen = tf.gather(out['box_deltas'], tf.maximum(labels - 1, 0), batch_dims=1)
+      box_loss = tf.reduce_sum(
+          tf.keras.losses.huber(batch['targets'][..., None], chosen[..., None], delta=1.0), -1)
+      class_loss = tf.reduce_sum(class_loss * valid) / global_rois
+      box_loss = tf.reduce_sum(box_loss * foreground) / global_rois
+      loss = class_loss + box_loss
+    gradients = tape.gradient(loss, variables)
+    optimizer.apply_gradients(zip(gradients, variables))
+    correct = tf.cast(tf.argmax(out['class_logits'], -1, output_type=tf.int32) == labels,
+                      tf.float32)
+    return {'loss': loss, 'class_loss': class_loss, 'box_loss': box_loss,
+            'accuracy': tf.reduce_sum(correct * valid) / global_rois}
+
+  @tf.function(reduce_retracing=True)  # Image batches change size from step to step.
+  def distributed_step(batch, dropout_seed, global_rois):
+    per_replica = strategy.run(replica_step, args=(batch, dropout_seed, global_rois))
+    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()}
+
+  def step(batch, dropout_seed):
+    # Every worker builds the same global batch and feeds its own replicas their blocks.
+    parts = split_for_replicas(batch, num_replicas)
+    if num_replicas == 1:
+      inputs = {k: tf.constant(v) for k, v in parts[0].items()}
+    else:
+      inputs = strategy.experimental_distribute_values_from_function(
+          lambda context: {k: tf.constant(v)
+                           for k, v in parts[context.replica_id_in_sync_group].items()})
+    global_rois = tf.constant(max(float(batch['valid'].sum()), 1.0), tf.float32)
+    metrics = distributed_step(inputs, tf.constant(dropout_seed, tf.int32), global_rois)
+    return {k: float(v) for k, v in metrics.items()}
+
+  return step
+
+
 def train_detector(bags, training_boxes, num_classes, config, folder, strategy=None,
                    log=print, progress=None, summary_writer=None, trunk=None,
                    image_settings=None):
@@ -322,9 +421,18 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
   if finetune and (trunk is None or image_settings is None):
     raise ValueError(f'finetune={config.finetune} needs the trunk and its image settings')
   strategy = strategy or tf.distribute.get_strategy()
+  if config.images_per_batch % strategy.num_replicas_in_sync:
+    raise ValueError(f'{config.images_per_batch} images per batch cannot be split over '
+                     f'{strategy.num_replicas_in_sync} replicas; use a multiple of the replica '
+                     f'count')
   key = fingerprint(bags, training_boxes, num_classes, config)
+  chief = distribute.is_chief(strategy)
+  if not chief:
+    # multi_worker: every worker saves (saving is collective), only the chief into `folder`;
+    # all restore from the chief's checkpoints (a shared file system, `distribute`).
+    shared_folder, folder = folder, tempfile.mkdtemp(prefix='detector_worker_')
   fingerprint_path = os.path.join(folder, _FINGERPRINT_FILE)
-  if os.path.isdir(folder):
+  if os.path.isdir(folder) and chief:
     try:
       with open(fingerprint_path) as f:
         same = json.load(f).get('fingerprint') == key
@@ -334,7 +442,7 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
       shutil.rmtree(folder)
   os.makedirs(folder, exist_ok=True)
   atomic.write_json(fingerprint_path, {'fingerprint': key})
-  finished = load_detector(folder)
+  finished = load_detector(folder if chief else shared_folder)
   if finished is not None:
     log(f'detector: trained model found in {folder}')
     return finished
@@ -358,49 +466,25 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
                                    **({'trunk': model.trunk} if finetune else {}))
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(folder, 'checkpoints'),
                                        max_to_keep=2)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  latest = manager.latest_checkpoint if chief else tf.train.latest_checkpoint(
+      os.path.join(shared_folder, 'checkpoints'))
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
   start_step = int(optimizer.iterations.numpy())
   if start_step:
-    log(f'detector: resumed at step {start_step} of {total_steps} from {manager.latest_checkpoint}')
+    log(f'detector: resumed at step {start_step} of {total_steps} from {latest}')
 
-  # --- the step: each replica's summed loss over the global number of RoIs. ---
-  def replica_step(batch, dropout_seed, global_rois):
-    with tf.GradientTape() as tape:
-      if finetune:  # The trunk in inference mode: BatchNorm frozen (module docstring).
-        maps = model.trunk(batch['images'], training=False)
-        features = model.roi_pooling(maps, batch['boxes'], batch['box_indices'])
-      else:
-        features = batch['features']
-      out = model.head(features, training=True, dropout_seed=dropout_seed)
-      labels = tf.cast(batch['labels'], tf.int32)
-      valid = batch['valid']
-      class_loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, out['class_logits'])
-      foreground = tf.cast(labels > 0, tf.float32) * valid
-      chosen = tf.gather(out['box_deltas'], tf.maximum(labels - 1, 0), batch_dims=1)
-      box_loss = tf.reduce_sum(
-          tf.keras.losses.huber(batch['targets'][..., None], chosen[..., None], delta=1.0), -1)
-      class_loss = tf.reduce_sum(class_loss * valid) / global_rois
-      box_loss = tf.reduce_sum(box_loss * foreground) / global_rois
-      loss = class_loss + box_loss
-    gradients = tape.gradient(loss, variables)
-    optimizer.apply_gradients(zip(gradients, variables))
-    correct = tf.cast(tf.argmax(out['class_logits'], -1, output_type=tf.int32) == labels,
-                      tf.float32)
-    return {'loss': loss, 'class_loss': class_loss, 'box_loss': box_loss,
-            'accuracy': tf.reduce_sum(correct * valid) / global_rois}
-
-  @tf.function(reduce_retracing=True)  # Image batches change size from step to step.
-  def train_step(batch, dropout_seed):
-    global_rois = tf.maximum(tf.reduce_sum(batch['valid']), 1.0)
-    per_replica = strategy.run(replica_step, args=(batch, dropout_seed, global_rois))
-    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-            for k, v in per_replica.items()}
+  num_replicas = strategy.num_replicas_in_sync
+  train_step = make_train_step(model, optimizer, strategy, finetune)
+  # TPUs compile one program per shape: image batches padded to one square size there.
+  fixed_size = ((image_settings[1],) * 2 if finetune and isinstance(
+      strategy, tf.distribute.TPUStrategy) else None)
 
   # --- the loop ---
   log(f'detector: training {total_steps} steps ({config.epochs:g} epochs of '
       f'{len(bags.image_ids)} images, {config.images_per_batch} images x '
-      f'{config.rois_per_image} RoIs per step) in {folder}')
+      f'{config.rois_per_image} RoIs per step' +
+      (f', {num_replicas} replicas' if num_replicas > 1 else '') + f') in {folder}')
   bar = progress(total_steps, 'detector training', 'step') if progress else None
   if bar and start_step:
     bar.update(start_step)
@@ -409,12 +493,12 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
     ids = images_of_step(bags, config.seed, step, config.images_per_batch)
     if finetune:
       batch = make_image_batch(bags, ids, training_boxes, config, config.seed, step,
-                               (*image_settings, int(geometry[0])))
+                               (*image_settings, int(geometry[0])), num_replicas=num_replicas,
+                               fixed_size=fixed_size)
     else:
-      batch = make_batch(bags, ids, training_boxes, config, config.seed, step)
-    metrics = train_step({k: tf.constant(v) for k, v in batch.items()},
-                         tf.constant([config.seed, step], tf.int32))
-    metrics = {k: float(v) for k, v in metrics.items()}
+      batch = make_batch(bags, ids, training_boxes, config, config.seed, step,
+                         num_replicas=num_replicas)
+    metrics = train_step(batch, (config.seed, step))
     if not math.isfinite(metrics['loss']):
       raise FloatingPointError(f'detector: loss is {metrics["loss"]} at step {step}; lower '
                                f'--detector_learning_rate')
@@ -445,4 +529,6 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
   os.replace(temp, os.path.join(folder, MODEL_FILE))
   atomic.write_json(os.path.join(folder, _DONE_FILE), {'steps': total_steps})
   shutil.rmtree(os.path.join(folder, 'checkpoints'), ignore_errors=True)
+  if not chief:
+    shutil.rmtree(folder, ignore_errors=True)
   return model

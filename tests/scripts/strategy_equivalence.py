@@ -1,0 +1,73 @@
+"""Run by tests/test_distribute.py in its own process (logical devices must be set before
+TensorFlow starts): three training steps of the detector on one device and under
+MirroredStrategy over 2 logical CPU devices, from the same initial weights and the same global
+batches; prints JSON {mode: {strategy: {losses, weights}}}."""
+
+import dataclasses
+import json
+import pathlib
+import sys
+import tempfile
+
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from click_supervision import distribute  # pylint: disable=wrong-import-position
+from click_supervision.detector import train as train_lib  # pylint: disable=wrong-import-position
+from tests.test_detector import FAST, toy_maps  # pylint: disable=wrong-import-position
+
+
+def tiny_trunk():
+  keras.utils.set_random_seed(3)
+  inputs = keras.Input([None, None, 3])
+  x = keras.layers.Conv2D(4, 3, padding='same', name='c1')(inputs)
+  x = keras.layers.Conv2D(4, 8, strides=8, padding='same', name='c2')(x)
+  trunk = keras.Model(inputs, x)
+  trunk.feature_stride, trunk.feature_offset = 8, 0.0
+  return trunk
+
+
+def run(strategy, bags, truth, config, trunk):
+  replicas = strategy.num_replicas_in_sync
+  finetune = trunk is not None
+  with strategy.scope():
+    model = train_lib.build_detector(2, (8, 0.0, 4), bags.pool_size, config,
+                                     trunk=train_lib.copy_trunk(trunk) if finetune else None)
+    optimizer = keras.optimizers.SGD(learning_rate=0.1, momentum=0.9, weight_decay=5e-4)
+    optimizer.build(model.trainable_variables)
+  step = train_lib.make_train_step(model, optimizer, strategy, finetune)
+  losses = []
+  for s in range(3):
+    ids = train_lib.images_of_step(bags, config.seed, s, config.images_per_batch)
+    if finetune:
+      batch = train_lib.make_image_batch(bags, ids, truth, config, config.seed, s,
+                                         (None, None, 8), num_replicas=replicas)
+    else:
+      batch = train_lib.make_batch(bags, ids, truth, config, config.seed, s,
+                                   num_replicas=replicas)
+    losses.append(step(batch, (config.seed, s))['loss'])
+  return {'replicas': replicas, 'losses': losses,
+          'weights': [w.tolist() for w in model.get_weights()]}
+
+
+def main():
+  with tempfile.TemporaryDirectory() as tmp:
+    records, _, bags = toy_maps(pathlib.Path(tmp), num_images=8, seed=2, real_images=True)
+    truth = train_lib.training_boxes_from_ground_truth(records, 'boxes')
+    # No dropout: each replica draws its own masks, so with dropout the runs agree only in
+    # expectation.
+    config = dataclasses.replace(FAST, dropout=0.0, images_per_batch=2)
+    out = {}
+    modes = (('head', None), ('finetune', tiny_trunk()))
+    for mode, trunk in [m for m in modes if m[0] in (sys.argv[1:] or ['head', 'finetune'])]:
+      out[mode] = {name: run(distribute.make_strategy(name), bags, truth, config, trunk)
+                   for name in ('default', 'mirrored')}
+  json.dump(out, sys.stdout)
+
+
+if __name__ == '__main__':
+  main()
