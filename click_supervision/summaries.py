@@ -1,6 +1,8 @@
 """TensorBoard summaries of a run: CorLoc and selection changes per MIL iteration, and images with
 their selected boxes and clicks drawn."""
 
+import os
+
 import cv2
 import numpy as np
 import tensorflow as tf
@@ -11,6 +13,32 @@ from click_supervision.datasets import images as images_lib
 SELECTED = (255, 64, 0)
 GROUND_TRUTH = (0, 200, 0)
 CLICK = (255, 230, 0)
+
+
+def flat_hparams(config):
+  """A `config.Config` as TensorBoard HParams: dotted names -> bool, int, float or str (tuples
+  and None as text)."""
+  flat = {}
+
+  def add(prefix, value):
+    if isinstance(value, dict):
+      for key, inner in value.items():
+        add(f'{prefix}.{key}' if prefix else key, inner)
+    elif isinstance(value, (bool, int, float, str)):
+      flat[prefix] = value
+    else:
+      flat[prefix] = str(value)
+
+  add('', config.to_dict())
+  return flat
+
+
+def write_hparams(logdir, config):
+  """The run's settings to the HParams plugin, so TensorBoard compares runs side by side (one
+  logdir of several run folders: `tensorboard --logdir=runs`)."""
+  from tensorboard.plugins.hparams import api as hparams_api  # pylint: disable=g-import-not-at-top
+  with writer(logdir).as_default():
+    hparams_api.hparams(flat_hparams(config), trial_id=os.path.basename(config.workdir))
 
 
 def writer(logdir):

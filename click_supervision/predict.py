@@ -1,0 +1,97 @@
+"""Draws a detector's detections on images.
+
+  python -m click_supervision.predict --model=MODEL_DIR --image=in.jpg --out=out.png
+  python -m click_supervision.predict --model=MODEL_DIR --image=photos/ --out=drawn/ --json
+
+MODEL_DIR is a SavedModel of `python -m click_supervision.export` (or, with --run, a finished
+run folder served in process). --image is one image file or a folder of them (.jpg, .jpeg,
+.png, .bmp, .webp); --out is then a file or a folder of PNGs named after the images. Boxes scoring
+at least --min_score are drawn with their class name and score. --json also writes each image's
+detections (all of them, above the model's score threshold) beside its drawing as
+`<name>.json`: {"image": path, "detections": [{"class", "box" [ymin, xmin, ymax, xmax] pixels,
+"score"}]}.
+"""
+
+import argparse
+import os
+import sys
+
+from click_supervision.errors import UserError
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
+DRAWN = (255, 140, 0)  # orange, as the TensorBoard detection images
+
+
+def draw(image, detections, min_score):
+  """uint8 [H, W, 3] RGB copy of `image` with the detections scoring >= min_score drawn."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  canvas = np.array(image)
+  thickness = max(1, round(max(canvas.shape[:2]) / 250))
+  for box, name, score in zip(detections['boxes'], detections['classes'], detections['scores']):
+    if score < min_score:
+      continue
+    ymin, xmin, ymax, xmax = np.asarray(box).round().astype(int)
+    cv2.rectangle(canvas, (xmin, ymin), (max(xmax - 1, xmin), max(ymax - 1, ymin)), DRAWN,
+                  thickness)
+    cv2.putText(canvas, f'{name} {score:.2f}', (xmin + 2, max(ymin + 14, 14)),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, DRAWN, 1, cv2.LINE_AA)
+  return canvas
+
+
+def image_jobs(image, out):
+  """(input path, output PNG path) pairs of --image and --out."""
+  if os.path.isdir(image):
+    names = sorted(n for n in os.listdir(image) if n.lower().endswith(IMAGE_EXTENSIONS))
+    if not names:
+      raise UserError(f'{image}: no images ({", ".join(IMAGE_EXTENSIONS)}) in this folder')
+    if os.path.splitext(out)[1]:
+      raise UserError(f'--out={out}: with a folder of images, --out is a folder')
+    return [(os.path.join(image, n), os.path.join(out, os.path.splitext(n)[0] + '.png'))
+            for n in names]
+  if not os.path.exists(image):
+    raise UserError(f'{image}: no such image file or folder')
+  if os.path.isdir(out) or not os.path.splitext(out)[1]:
+    out = os.path.join(out, os.path.splitext(os.path.basename(image))[0] + '.png')
+  return [(image, out)]
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog='python -m click_supervision.predict',
+                                   description=__doc__.split('\n')[0])
+  source = parser.add_mutually_exclusive_group(required=True)
+  source.add_argument('--model', help='a SavedModel folder written by click_supervision.export')
+  source.add_argument('--run', help='a finished run folder (its detector, served in process)')
+  parser.add_argument('--image', required=True, help='an image file or a folder of images')
+  parser.add_argument('--out', required=True, help='the PNG to write (a folder for a folder)')
+  parser.add_argument('--json', action='store_true', help='also write <name>.json detections')
+  parser.add_argument('--min_score', type=float, default=0.5, help='draw boxes scoring >= this')
+  args = parser.parse_args(argv)
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  try:
+    jobs = image_jobs(args.image, args.out)
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    from click_supervision import api  # pylint: disable=g-import-not-at-top
+    from click_supervision import atomic  # pylint: disable=g-import-not-at-top
+    from click_supervision.datasets import images as images_lib  # pylint: disable=g-import-not-at-top
+    detector = api.Detector.load(args.model) if args.model else api.Detector.from_run(args.run)
+    for path, out in jobs:
+      image = images_lib.load_image(path)
+      found = detector.detect(image)
+      os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+      Image.fromarray(draw(image, found, args.min_score)).save(out, format='PNG')
+      if args.json:
+        atomic.write_json(os.path.splitext(out)[0] + '.json', {'image': path, 'detections': [
+            {'class': name, 'box': [round(float(v), 2) for v in box],
+             'score': round(float(score), 6)}
+            for box, name, score in zip(found['boxes'], found['classes'], found['scores'])]})
+      shown = int((found['scores'] >= args.min_score).sum())
+      print(f'{path}: {len(found["scores"])} detections, {shown} drawn -> {out}', flush=True)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,131 @@
+"""Accuracy per annotation hour: CorLoc and mAP of several runs against their annotation time.
+
+  python -m click_supervision.report RUN_DIR... --out=report.png
+
+Reads each run's results.json (`results.read_results`) and draws, like the paper's figure, CorLoc
+(left) and mAP (right) against annotation hours on a log axis, one point per regime: image labels
+only, one click, two clicks, drawn boxes. Image-level labels are charged to no regime (as in the
+paper), so the labels-only point sits at the axis' left edge, marked 0 h. Prints a Markdown
+table with each run's hours and the time-saving factor against drawn boxes for the same images:
+the boxes run's hours when one is given, else each click run's own count of one box per
+positive (image, class) pair (`annotation_hours_full_supervision`), at the same seconds per box.
+"""
+
+import argparse
+import os
+import sys
+
+from click_supervision import results as results_lib
+from click_supervision.errors import UserError
+
+REGIME_ORDER = ('image labels only', 'one click', 'two clicks', 'boxes', 'all boxes')
+COLORS = {'image labels only': '#7f7f7f', 'one click': '#1f77b4', 'two clicks': '#d62728',
+          'boxes': '#2ca02c', 'all boxes': '#9467bd'}
+
+
+def regime_of(results):
+  """The run's supervision regime, one of REGIME_ORDER."""
+  supervision = results.get('supervision') or results['config']['detector']['supervision']
+  if supervision == 'boxes':
+    return 'boxes'
+  if supervision == 'boxes_all':
+    return 'all boxes'
+  return ('image labels only', 'one click', 'two clicks')[int(results['clicks'])]
+
+
+def box_hours_of(results):
+  """Hours of one drawn box per positive pair of the run's images, or None."""
+  stats = results.get('click_stats') or {}
+  if 'annotation_hours_full_supervision' in stats:
+    return stats['annotation_hours_full_supervision']
+  if regime_of(results) == 'boxes':
+    return results['annotation_hours']
+  return None
+
+
+def rows_of(run_dirs):
+  """One dict per run: run, regime, hours, corloc, map, factor (x less time than boxes)."""
+  runs = [(d, results_lib.read_results(d, need=('annotation_hours',))) for d in run_dirs]
+  boxes = [r for _, r in runs if regime_of(r) == 'boxes']
+  rows = []
+  for run_dir, results in runs:
+    regime = regime_of(results)
+    hours = float(results['annotation_hours'])
+    box_hours = boxes[0]['annotation_hours'] if boxes else box_hours_of(results)
+    factor = box_hours / hours if box_hours and hours > 0 else None
+    rows.append({'run': run_dir, 'regime': regime, 'hours': hours,
+                 'corloc': results_lib.final_corloc(results), 'map': results.get('map'),
+                 'box_hours': box_hours, 'factor': factor,
+                 'images': results.get('num_images'), 'dataset': results.get('dataset')})
+  rows.sort(key=lambda r: (REGIME_ORDER.index(r['regime']), r['hours']))
+  return rows
+
+
+def table(rows):
+  """The Markdown table `main` prints."""
+  lines = ['| regime | hours | x less time than boxes | CorLoc | mAP | images | run |',
+           '|---|---|---|---|---|---|---|']
+  for r in rows:
+    fmt = lambda v: '-' if v is None else f'{v:.3f}'  # pylint: disable=unnecessary-lambda-assignment
+    factor = ('1.0' if r['regime'] == 'boxes' else '-' if r['factor'] is None
+              else f'{r["factor"]:.1f}')
+    lines.append(f'| {r["regime"]} | {r["hours"]:.2f} | {factor} | {fmt(r["corloc"])} | '
+                 f'{fmt(r["map"])} | {r["images"]} | {r["run"]} |')
+  return '\n'.join(lines)
+
+
+def draw(rows, out):
+  """Writes the two-panel figure (CorLoc, mAP against hours, log x) to `out` (PNG)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  positive = [r['hours'] for r in rows if r['hours'] > 0]
+  low = min(positive) / 4 if positive else 0.1  # Where the labels-only point sits.
+  high = max(positive) * 2 if positive else 10.0
+  figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
+  for ax, key, name in ((axes[0], 'corloc', 'CorLoc (training images)'),
+                        (axes[1], 'map', 'mAP (test images)')):
+    for r in rows:
+      if r[key] is None:
+        continue
+      x = r['hours'] if r['hours'] > 0 else low
+      ax.scatter([x], [r[key]], s=60, color=COLORS[r['regime']], label=r['regime'], zorder=3)
+      ax.annotate(f'{r[key]:.3f}', (x, r[key]), textcoords='offset points', xytext=(6, -12),
+                  fontsize=8)
+    ax.set_xscale('log')
+    ax.set_xlim(low / 1.5, high)
+    ax.set_xlabel('annotation time (hours, log scale; image labels not charged)')
+    ax.set_ylabel(name)
+    ax.grid(True, which='both', alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    if unique:
+      ax.legend(unique.values(), unique.keys(), fontsize=8, loc='lower right')
+    ticks = [t for t in ax.get_xticks() if low / 1.5 < t < high]
+    ax.set_xticks([low, *ticks], ['0 h', *[f'{t:g}' for t in ticks]])
+  figure.suptitle('Accuracy against annotation time')
+  figure.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  figure.savefig(out, dpi=120)
+  pyplot.close(figure)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog='python -m click_supervision.report',
+                                   description=__doc__.split('\n')[0])
+  parser.add_argument('runs', nargs='+', help='run folders (their --workdir)')
+  parser.add_argument('--out', default='report.png', help='the PNG to write')
+  args = parser.parse_args(argv)
+  try:
+    rows = rows_of(args.runs)
+    draw(rows, args.out)
+  except UserError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    return 1
+  print(table(rows))
+  print(f'wrote {args.out}', flush=True)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
