@@ -194,8 +194,9 @@ def run(config):
   results_path = os.path.join(config.workdir, results_lib.FILE)
   write_json(results_path, results)
   log(f'workdir: {config.workdir}')
-  from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
-  summaries.write_hparams(os.path.join(config.workdir, 'tensorboard'), config)
+  if set(config.stages) & {'features', 'mil', 'deep_mil', 'detector'}:  # Stages that load TF.
+    from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
+    summaries.write_hparams(os.path.join(config.workdir, 'tensorboard'), config)
   try:
     _run_stages(config, results, simulated)
   except BaseException as e:

@@ -34,3 +34,26 @@ def test_localisations_scale_with_the_drawing(tmp_path):
   selected = np.all(drawing == summaries.SELECTED, axis=-1)
   assert selected[15:25, 10].all()  # x = 20 px at half scale.
   assert np.all(drawing[20, 25] == summaries.CLICK)  # The click (40, 50) at (20, 25).
+
+
+def test_run_settings_go_to_the_hparams_plugin(tmp_path):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+  from click_supervision import config as config_lib  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(config_lib.Config(), workdir=str(tmp_path / 'run7'))
+  flat = summaries.flat_hparams(config)
+  assert flat['clicks.num_clicks'] == 2 and flat['detector.learning_rate'] == 0.01
+  assert flat['stages'] == str(config_lib.DEFAULT_STAGES)  # Tuples as text.
+  summaries.write_hparams(str(tmp_path / 'tb'), config)
+  found = {}
+  for path in (tmp_path / 'tb').iterdir():
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        if value.metadata.plugin_data.plugin_name == 'hparams':
+          data = plugin_data_pb2.HParamsPluginData.FromString(
+              value.metadata.plugin_data.content)
+          if data.HasField('session_start_info'):
+            found = data.session_start_info
+  assert found.hparams['clicks.num_clicks'].number_value == 2
+  assert found.hparams['data.dataset'].string_value == 'synthetic'
