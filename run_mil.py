@@ -89,6 +89,7 @@ def config_from_flags():
     detector_config = config_lib.DetectorConfig(
         supervision=mil_flags.SUPERVISION.value, finetune=mil_flags.DETECTOR_FINETUNE.value,
         hidden_units=mil_flags.DETECTOR_HIDDEN_UNITS.value,
+        images_per_batch=mil_flags.DETECTOR_IMAGES_PER_BATCH.value,
         epochs=mil_flags.DETECTOR_EPOCHS.value, deep_mil_epochs=mil_flags.DEEP_MIL_EPOCHS.value,
         learning_rate=mil_flags.DETECTOR_LEARNING_RATE.value, seed=mil_flags.DETECTOR_SEED.value,
         deterministic=mil_flags.DETERMINISTIC.value,

@@ -135,8 +135,11 @@ class Detector:
     return detector
 
   def proposals(self, image):
-    """Proposal boxes float32 [P, 4] of a uint8 [H, W, 3] image (the run's proposal settings)."""
-    boxes, _, _ = self.proposal_generator(image)
+    """Proposal boxes float32 [P, 4] of a uint8 [H, W, 3] image: the run's proposal settings,
+    plus the whole-image box, as the run's test stage scored them (`bags.with_whole_image`)."""
+    from click_supervision import bags as bags_lib  # pylint: disable=g-import-not-at-top
+    boxes, scores, _ = self.proposal_generator(image)
+    boxes, _ = bags_lib.with_whole_image(boxes, scores, *np.asarray(image).shape[:2])
     return boxes
 
   def detect(self, image, proposals=None):

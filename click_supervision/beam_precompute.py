@@ -168,8 +168,13 @@ def main(argv=None):
   parser.add_argument('--split', default='trainval')
   parser.add_argument('--cache_dir', required=True, help='the cache folder the driver will read')
   parser.add_argument('--stages', default=','.join(STAGES), help='proposals,features')
+  # The settings that key the caches, with the driver's flag names and defaults: the driver
+  # finds Beam's shards only when they match its own.
+  parser.add_argument('--proposals', default=proposals_lib.ProposalConfig.method)
   parser.add_argument('--max_proposals', type=int, default=proposals_lib.ProposalConfig.max_boxes)
+  parser.add_argument('--sed_model', default='', help='OpenCV SED model.yml.gz (default: HED)')
   parser.add_argument('--trunk', default=config_lib.FeatureConfig.trunk)
+  parser.add_argument('--weights', default=config_lib.FeatureConfig.weights)
   parser.add_argument('--feature_short_side', type=int,
                       default=config_lib.FeatureConfig.short_side)
   args, beam_args = parser.parse_known_args(argv)
@@ -180,9 +185,10 @@ def main(argv=None):
       raise UserError(f'--stages: unknown stage {unknown[0]!r}; stages are {",".join(STAGES)}')
     from click_supervision import datasets  # pylint: disable=g-import-not-at-top
     datasets.check_spec(args.dataset)
-    proposal_config = proposals_lib.ProposalConfig(max_boxes=args.max_proposals)
+    proposal_config = proposals_lib.ProposalConfig(
+        method=args.proposals, max_boxes=args.max_proposals, edge_source=args.sed_model or 'hed')
     feature_config = dataclasses.replace(config_lib.FeatureConfig(), trunk=args.trunk,
-                                         short_side=args.feature_short_side)
+                                         weights=args.weights, short_side=args.feature_short_side)
     run(args.dataset, args.split, os.path.abspath(args.cache_dir), proposal_config,
         feature_config, beam_args, stages)
   except UserError as e:

@@ -14,8 +14,11 @@ the replica count. On a TPU every array has a fixed shape: RoIs are padded to
 `images_per_batch x rois_per_image` rows (always), and with `--detector_finetune=top|all` images
 are padded to a square of the cache's `max_long_side` pixels.
 
-Checkpoints and the finished model are written by the chief only (worker 0 of `TF_CONFIG`);
-the others write theirs to a scratch folder that is deleted at the end.
+Under `multi_worker` the chief (the `chief` task of `TF_CONFIG`, else worker 0) writes the run
+folder; every other worker writes the same files into `<workdir>/worker_<index>/` (`runner`),
+its checkpoints included: all workers save at the same steps, so each resumes from its own. The
+strategy is made at the start of `runner.run`, before TensorFlow runs anything, as
+`MultiWorkerMirroredStrategy` requires. Not run here: a TPU, several machines.
 """
 
 import json
@@ -78,14 +81,33 @@ def _make(name, tpu):
     except (ValueError, KeyError, TypeError):
       raise UserError('TF_CONFIG is not JSON with a cluster.worker list (see the '
                       'tf.distribute.MultiWorkerMirroredStrategy documentation)') from None
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    try:
+      return tf.distribute.MultiWorkerMirroredStrategy()
+    except RuntimeError as e:  # "Collective ops must be configured at program startup".
+      raise UserError(f'--strategy=multi_worker: {str(e).splitlines()[0]}; make the strategy '
+                      f'before TensorFlow runs anything (runner.run does)') from None
   raise UserError(f'--strategy={name}: strategies are {", ".join(STRATEGIES)}')
 
 
 def is_chief(strategy):
-  """True on the worker that writes checkpoints and models (always, outside multi_worker)."""
-  resolver = getattr(strategy, 'cluster_resolver', None)
-  if resolver is None or not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+  """True on the worker that writes the run folder (always, outside multi_worker)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     return True
-  task_type, task_id = resolver.task_type, resolver.task_id
-  return task_type is None or task_type == 'chief' or (task_type == 'worker' and task_id == 0)
+  resolver = strategy.cluster_resolver
+  return chief_task(resolver.task_type, resolver.task_id,
+                    'chief' in resolver.cluster_spec().as_dict())
+
+
+def chief_task(task_type, task_id, cluster_has_chief):
+  """Whether the task (`TF_CONFIG`'s task type and index) is the chief: the `chief` task, or
+  worker 0 of a cluster without one."""
+  if task_type is None or task_type == 'chief':
+    return True
+  return task_type == 'worker' and task_id == 0 and not cluster_has_chief
+
+
+def worker_index(strategy):
+  """This worker's task index under multi_worker (0 otherwise)."""
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return 0
+  return int(strategy.cluster_resolver.task_id or 0)

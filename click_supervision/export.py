@@ -23,7 +23,6 @@ proposals any way you like (more and better proposals, better detections) and ca
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 
@@ -141,6 +140,10 @@ def serving_model(run_dir):
     raise UserError(f'{run_dir}/detector: no finished detector (model.keras and done.json)')
   config = results['config']
   features = config['features']
+  if features.get('context_scale'):
+    raise UserError(f'{run_dir}: its detector pools a context grid too '
+                    f'(--feature_context_scale={features["context_scale"]}), which the serving '
+                    f'graph does not; train with --feature_context_scale=0 to export')
   if model.trunk is None:
     # Trained on cached maps: serve it on the pretrained trunk the cache came from.
     trunk = backbones.build_trunk(features['trunk'], features['weights'],
@@ -189,9 +192,9 @@ def export(run_dir, out_dir):
   archive = keras.export.ExportArchive()
   archive.track(model)
   archive.add_endpoint('serve', detect)
-  if os.path.exists(out_dir) and os.listdir(out_dir):
-    if not os.path.exists(os.path.join(out_dir, METADATA_FILE)):
-      raise UserError(f'{out_dir}: exists and is not an exported model; choose an empty folder')
+  if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or (
+      os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, METADATA_FILE)))):
+    raise UserError(f'{out_dir}: exists and is not an exported model; choose a new folder')
   archive.write_out(out_dir, verbose=False)
   atomic.write_json(os.path.join(out_dir, METADATA_FILE), metadata)
   return metadata

@@ -7,8 +7,9 @@ Reads each run's results.json (`results.read_results`) and draws, like the paper
 only, one click, two clicks, drawn boxes. Image-level labels are charged to no regime (as in the
 paper), so the labels-only point sits at the axis' left edge, marked 0 h. Prints a Markdown
 table with each run's hours and the time-saving factor against drawn boxes for the same images:
-the boxes run's hours when one is given, else each click run's own count of one box per
-positive (image, class) pair (`annotation_hours_full_supervision`), at the same seconds per box.
+the hours of a boxes run on the same images (dataset, split, image count) when one is given,
+else each click run's own count of one box per positive (image, class) pair
+(`annotation_hours_full_supervision`), at the same seconds per box.
 """
 
 import argparse
@@ -43,15 +44,22 @@ def box_hours_of(results):
   return None
 
 
+def same_images(results):
+  """What identifies a run's training images: dataset, split and image count."""
+  return results.get('dataset'), results.get('split'), results.get('num_images')
+
+
 def rows_of(run_dirs):
   """One dict per run: run, regime, hours, corloc, map, factor (x less time than boxes)."""
   runs = [(d, results_lib.read_results(d, need=('annotation_hours',))) for d in run_dirs]
-  boxes = [r for _, r in runs if regime_of(r) == 'boxes']
+  # A boxes run is the comparator of the runs on the same images.
+  boxes = {same_images(r): r for _, r in runs if regime_of(r) == 'boxes'}
   rows = []
   for run_dir, results in runs:
     regime = regime_of(results)
     hours = float(results['annotation_hours'])
-    box_hours = boxes[0]['annotation_hours'] if boxes else box_hours_of(results)
+    box_hours = (boxes[same_images(results)]['annotation_hours']
+                 if same_images(results) in boxes else box_hours_of(results))
     factor = box_hours / hours if box_hours and hours > 0 else None
     rows.append({'run': run_dir, 'regime': regime, 'hours': hours,
                  'corloc': results_lib.final_corloc(results), 'map': results.get('map'),

@@ -20,8 +20,9 @@ Keys of schema_version 1 (always present unless marked; numbers are floats unles
   versions         dict package -> version of the software that wrote it
   num_images, num_pairs        int (after the data stage)
   class_names      list of str, the class of label index i at position i
-  annotation_hours             hours of the run's supervision (`clicks.annotation_hours`; for
-                               `--supervision=boxes`/`boxes_all`, the boxes' drawing time)
+  annotation_hours             (clicks or detector stage) hours of the run's supervision
+                               (`clicks.annotation_hours`; for `--supervision=boxes`/`boxes_all`,
+                               the boxes' drawing time)
   click_stats      (clicks stage) click counts and the full-supervision hours
                    (`annotation_hours_full_supervision`)
   corloc           (mil) CorLoc, mean over classes of the per-class CorLoc, after SVM MIL

@@ -169,6 +169,13 @@ def run(config):
   """
   if not config.test_dataset:  # Empty: the detector is tested on the training dataset.
     config = dataclasses.replace(config, test_dataset=config.data.dataset)
+  if config.strategy != 'default' and {'deep_mil', 'detector'} & set(config.stages):
+    # Made first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
+    from click_supervision import distribute  # pylint: disable=g-import-not-at-top
+    strategy = strategy_of(config)
+    if not distribute.is_chief(strategy):
+      config = dataclasses.replace(config, workdir=os.path.join(
+          config.workdir, f'worker_{distribute.worker_index(strategy)}'))
   os.makedirs(config.workdir, exist_ok=True)
   atomic.remove_stale_temp_files(config.workdir, recursive=True, log=log)
   # Parallel workers share the cache: only their temp files older than 10 minutes are stale.

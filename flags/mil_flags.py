@@ -194,3 +194,6 @@ STRATEGY = flags.DEFINE_enum('strategy', config_lib.Config.strategy,
                              'click_supervision/distribute.py.')
 TPU = flags.DEFINE_string('tpu', config_lib.Config.tpu, 'With --strategy=tpu: the TPU name, '
                           'grpc://host:port, or local.')
+DETECTOR_IMAGES_PER_BATCH = flags.DEFINE_integer(
+    'detector_images_per_batch', _DETECTOR.images_per_batch, 'Images per detector training step '
+    '(each gives its RoIs); a multiple of the replica count under --strategy.', lower_bound=1)

@@ -50,5 +50,11 @@ def test_multi_worker_needs_tf_config(monkeypatch):
     distribute.make_strategy('multi_worker')
 
 
-def test_default_strategy_is_the_chief():
+def test_the_chief_is_the_chief_task_else_worker_zero():
   assert distribute.is_chief(distribute.make_strategy('default'))
+  assert distribute.chief_task(None, None, False)
+  assert distribute.chief_task('chief', 0, True)
+  assert distribute.chief_task('worker', 0, False)
+  assert not distribute.chief_task('worker', 0, True)  # The cluster has its own chief.
+  assert not distribute.chief_task('worker', 1, False)
+  assert not distribute.chief_task('evaluator', 0, False)

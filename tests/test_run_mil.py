@@ -303,18 +303,18 @@ def test_inputs_named_by_flags_are_checked_before_any_stage(tmp_path):
 
 
 def test_run_in_process_on_the_smoke_set(tmp_path):
-  """`run(config)` called from Python, as the tests of a library user would, without flags."""
+  """`runner.run(config)` called from Python, as a library user would, without flags."""
   # pylint: disable=g-import-not-at-top
   import dataclasses
-  import run_mil
   from click_supervision import config as config_lib
+  from click_supervision import runner
   config = config_lib.Config(
       data=config_lib.DataConfig(dataset='synthetic:smoke', cache_dir=str(tmp_path / 'cache')),
       clicks=config_lib.ClickConfig(num_clicks=1),
       proposals=dataclasses.replace(config_lib.proposals_lib.ProposalConfig(), max_boxes=200),
       features=config_lib.FeatureConfig(short_side=0),
       mil=config_lib.MilConfig(num_folds=3, num_iterations=2), workdir=str(tmp_path / 'run'))
-  results_path = run_mil.run(config)
+  results_path = runner.run(config)
   results = json.loads(open(results_path).read())
   assert results['status'] == 'complete' and results['num_pairs'] == 23
   assert 0.45 <= results['corloc'] <= 0.75  # Golden range (1 click, noise 0.1, seed 0).

@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 
 import numpy as np
 import pytest
@@ -169,3 +168,20 @@ def test_report_draws_runs_and_prints_hand_computed_factors(boxes_run, capsys):
   assert f'| {pairs * 1.87 / 3600:.2f} | {34.5 / 1.87:.1f} |' in rows['one click']
   assert f'| {pairs * 34.5 / 3600:.2f} | 1.0 |' in rows['boxes']
   assert f'{one_click.corloc:.3f}' in rows['one click']
+
+
+@pytest.mark.parametrize('size,short_side,max_long_side', [
+    ((37, 53), 600, 1000),    # upscaled, odd sizes
+    ((500, 375), 600, 1000),  # VOC-like portrait, upscaled
+    ((90, 400), 600, 1000),   # capped by the long side
+    ((333, 250), 200, 0),     # downscaled (antialiased), no cap
+    ((48, 64), None, None),   # native size: padding only
+])
+def test_serving_image_preparation_matches_the_cache(size, short_side, max_long_side):
+  rng = np.random.default_rng(sum(size))
+  image = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+  expected, expected_factors = features_lib.prepare_image(image, short_side, max_long_side, 16)
+  pixels, factors = export._prepare(tf.constant(image), short_side, max_long_side, 16)  # pylint: disable=protected-access
+  assert pixels.shape == expected.shape
+  np.testing.assert_allclose(pixels.numpy(), expected.numpy(), atol=1e-3)
+  np.testing.assert_allclose(factors.numpy(), expected_factors, rtol=1e-6)

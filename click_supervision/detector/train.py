@@ -26,7 +26,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 
 import keras
@@ -35,9 +34,9 @@ import tensorflow as tf
 
 from click_supervision import atomic
 from click_supervision import bags as bags_lib
-from click_supervision import distribute
 from click_supervision.detector import fast_rcnn as fast_rcnn_lib
 from click_supervision.detector import sampling
+from click_supervision.errors import UserError
 
 MODEL_FILE = 'model.keras'
 _DONE_FILE = 'done.json'
@@ -145,6 +144,9 @@ def make_batch(bags, image_ids, training_boxes, config, seed, step, num_replicas
     dict of numpy arrays: `features` float32 [N, D] (L2-normalised pooled features), `labels`
     int32 [N], `targets` float32 [N, 4], `valid` float32 [N] (0 for padding rows).
   """
+  if len(image_ids) != config.images_per_batch or len(image_ids) % num_replicas:
+    raise ValueError(f'{len(image_ids)} images for a batch of {config.images_per_batch} over '
+                     f'{num_replicas} replicas')
   per_replica = len(image_ids) // num_replicas
   rows = (config.images_per_batch // num_replicas) * config.rois_per_image
   features, labels, targets = [], [], []
@@ -192,6 +194,9 @@ def make_image_batch(bags, image_ids, training_boxes, config, seed, step, image_
   """
   from click_supervision import features as features_lib  # pylint: disable=g-import-not-at-top
   from click_supervision.datasets import images as images_lib  # pylint: disable=g-import-not-at-top
+  if len(image_ids) != config.images_per_batch or len(image_ids) % num_replicas:
+    raise ValueError(f'{len(image_ids)} images for a batch of {config.images_per_batch} over '
+                     f'{num_replicas} replicas')
   per_replica = len(image_ids) // num_replicas
   rows = (config.images_per_batch // num_replicas) * config.rois_per_image
   pixels, boxes_out, indices, labels, targets = [], [], [], [], []
@@ -328,7 +333,9 @@ def make_train_step(model, optimizer, strategy, finetune):
   """The training step of `train_detector`, for any `tf.distribute` strategy.
 
   Each replica's loss is its summed RoI losses over the global RoI count, so the summed
-  gradients of R replicas equal the one-device gradient of the same global batch (`distribute`).
+  gradients of R replicas equal the one-device gradient of the same global batch (`distribute`)
+  when the head has no dropout; with dropout each replica draws its own masks, so the update
+  equals the one-device one in distribution, not bit for bit.
 
   Args:
     model: a `FastRcnn` built under `strategy.scope()` (with its trunk when `finetune`).
@@ -345,9 +352,13 @@ def make_train_step(model, optimizer, strategy, finetune):
   num_replicas = strategy.num_replicas_in_sync
 
   def replica_step(batch, dropout_seed, global_rois):
-    # Each replica draws its own dropout masks (replica 0's are the one-device run's).
-    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-    dropout_seed = dropout_seed + tf.stack([0, 7919 * tf.cast(replica, tf.int32)])
+    # Each replica draws its own dropout masks: replica 0 the one-device run's, replica r > 0
+    # from the seed with r folded in.
+    replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32)
+    dropout_seed = tf.cond(
+        replica > 0,
+        lambda: tf.random.experimental.stateless_fold_in(dropout_seed, replica),
+        lambda: dropout_seed)
     with tf.GradientTape() as tape:
       if finetune:  # The trunk in inference mode: BatchNorm frozen (module docstring).
         maps = model.trunk(batch['images'], training=False)
@@ -422,17 +433,15 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
     raise ValueError(f'finetune={config.finetune} needs the trunk and its image settings')
   strategy = strategy or tf.distribute.get_strategy()
   if config.images_per_batch % strategy.num_replicas_in_sync:
-    raise ValueError(f'{config.images_per_batch} images per batch cannot be split over '
-                     f'{strategy.num_replicas_in_sync} replicas; use a multiple of the replica '
-                     f'count')
+    raise UserError(f'--detector_images_per_batch={config.images_per_batch} cannot be split '
+                    f'over {strategy.num_replicas_in_sync} replicas: use a multiple of the '
+                    f'replica count')
+  if finetune and isinstance(strategy, tf.distribute.TPUStrategy) and not image_settings[1]:
+    raise UserError('--strategy=tpu with a trunk in the step pads images to the cache\'s '
+                    'max_long_side, which is 0 (no cap): set one')
   key = fingerprint(bags, training_boxes, num_classes, config)
-  chief = distribute.is_chief(strategy)
-  if not chief:
-    # multi_worker: every worker saves (saving is collective), only the chief into `folder`;
-    # all restore from the chief's checkpoints (a shared file system, `distribute`).
-    shared_folder, folder = folder, tempfile.mkdtemp(prefix='detector_worker_')
   fingerprint_path = os.path.join(folder, _FINGERPRINT_FILE)
-  if os.path.isdir(folder) and chief:
+  if os.path.isdir(folder):
     try:
       with open(fingerprint_path) as f:
         same = json.load(f).get('fingerprint') == key
@@ -442,7 +451,7 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
       shutil.rmtree(folder)
   os.makedirs(folder, exist_ok=True)
   atomic.write_json(fingerprint_path, {'fingerprint': key})
-  finished = load_detector(folder if chief else shared_folder)
+  finished = load_detector(folder)
   if finished is not None:
     log(f'detector: trained model found in {folder}')
     return finished
@@ -466,8 +475,7 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
                                    **({'trunk': model.trunk} if finetune else {}))
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(folder, 'checkpoints'),
                                        max_to_keep=2)
-  latest = manager.latest_checkpoint if chief else tf.train.latest_checkpoint(
-      os.path.join(shared_folder, 'checkpoints'))
+  latest = manager.latest_checkpoint
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()
   start_step = int(optimizer.iterations.numpy())
@@ -476,9 +484,12 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
 
   num_replicas = strategy.num_replicas_in_sync
   train_step = make_train_step(model, optimizer, strategy, finetune)
-  # TPUs compile one program per shape: image batches padded to one square size there.
-  fixed_size = ((image_settings[1],) * 2 if finetune and isinstance(
-      strategy, tf.distribute.TPUStrategy) else None)
+  # TPUs compile one program per shape: image batches padded to one square size there (the
+  # long-side cap rounded up to the trunk's stride, as `prepare_image` pads).
+  fixed_size = None
+  if finetune and isinstance(strategy, tf.distribute.TPUStrategy):
+    side = -(-int(image_settings[1]) // int(geometry[0])) * int(geometry[0])
+    fixed_size = (side, side)
 
   # --- the loop ---
   log(f'detector: training {total_steps} steps ({config.epochs:g} epochs of '
@@ -529,6 +540,4 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
   os.replace(temp, os.path.join(folder, MODEL_FILE))
   atomic.write_json(os.path.join(folder, _DONE_FILE), {'steps': total_steps})
   shutil.rmtree(os.path.join(folder, 'checkpoints'), ignore_errors=True)
-  if not chief:
-    shutil.rmtree(folder, ignore_errors=True)
   return model

@@ -60,7 +60,7 @@ def main():
     truth = train_lib.training_boxes_from_ground_truth(records, 'boxes')
     # No dropout: each replica draws its own masks, so with dropout the runs agree only in
     # expectation.
-    config = dataclasses.replace(FAST, dropout=0.0, images_per_batch=2)
+    config = dataclasses.replace(FAST, dropout=0.0, images_per_batch=4)  # 2 per replica.
     out = {}
     modes = (('head', None), ('finetune', tiny_trunk()))
     for mode, trunk in [m for m in modes if m[0] in (sys.argv[1:] or ['head', 'finetune'])]:
