@@ -218,6 +218,9 @@ class DetectorConfig:
     foreground_fraction, foreground_iou, background_iou_low: RoI sampling (`detector.sampling`).
     learning_rate, momentum, weight_decay: SGD with momentum; the learning rate drops tenfold
       after `lr_drop_at` of the steps.
+    trunk_learning_rate_factor: with `finetune` `top` / `all`, the trunk's layers learn at this
+      fraction of `learning_rate` (their gradients are scaled by it): at the head's 0.01 the
+      whole EfficientNet-Lite0 trunk collapsed (BUILD_NOTES, "Run anywhere: throughput").
     epochs: passes over the training images (steps = epochs x images / images_per_batch).
     deep_mil_epochs: the same for the detectors of deep MIL (0: `epochs`).
     flip: horizontal flip augmentation: each training image is mirrored with probability 1/2,
@@ -244,6 +247,7 @@ class DetectorConfig:
   foreground_iou: float = 0.5
   background_iou_low: float = 0.1
   learning_rate: float = 0.01
+  trunk_learning_rate_factor: float = 0.1
   momentum: float = 0.9
   weight_decay: float = 5e-4
   lr_drop_at: float = 0.75

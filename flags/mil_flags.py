@@ -197,3 +197,7 @@ TPU = flags.DEFINE_string('tpu', config_lib.Config.tpu, 'With --strategy=tpu: th
 DETECTOR_IMAGES_PER_BATCH = flags.DEFINE_integer(
     'detector_images_per_batch', _DETECTOR.images_per_batch, 'Images per detector training step '
     '(each gives its RoIs); a multiple of the replica count under --strategy.', lower_bound=1)
+DETECTOR_TRUNK_LR_FACTOR = flags.DEFINE_float(
+    'detector_trunk_lr_factor', _DETECTOR.trunk_learning_rate_factor, 'With '
+    '--detector_finetune=top|all: the trunk learns at this fraction of '
+    '--detector_learning_rate.', lower_bound=0.0)

@@ -407,3 +407,22 @@ def test_trainable_trunk_layers_and_fine_tuning_its_own_trunk(tmp_path):
   loaded = train_lib.load_detector(str(tmp_path / 'det'))
   np.testing.assert_array_equal(loaded.trunk.get_layer('c1').kernel.numpy(),
                                 model.trunk.get_layer('c1').kernel.numpy())
+
+
+def test_the_trunk_learns_at_its_own_rate(tmp_path):
+  records, names, bags = toy_maps(tmp_path, num_images=4, seed=6, real_images=True)
+  truth = train_lib.training_boxes_from_ground_truth(records, 'boxes')
+  keras.utils.set_random_seed(1)
+  inputs = keras.Input([None, None, 3])
+  trunk = keras.Model(inputs, keras.layers.Conv2D(4, 8, strides=8, padding='same', name='c')(inputs))
+  trunk.feature_stride, trunk.feature_offset = 8, 0.0
+  before = trunk.get_layer('c').kernel.numpy().copy()
+  moved = {}
+  for factor in (0.0, 1.0):
+    config = dataclasses.replace(FAST, finetune='all', epochs=1, weight_decay=0.0,
+                                 trunk_learning_rate_factor=factor)
+    model = train_lib.train_detector(bags, truth, 2, config, str(tmp_path / f'det{factor}'),
+                                     log=lambda m: None, trunk=trunk,
+                                     image_settings=(None, None))
+    moved[factor] = np.abs(model.trunk.get_layer('c').kernel.numpy() - before).max()
+  assert moved[0.0] == 0.0 and moved[1.0] > 1e-4

@@ -283,13 +283,18 @@ def num_steps(num_images, config):
   return max(1, math.ceil(config.epochs * num_images / config.images_per_batch))
 
 
+# Settings that do not change a trained detector (a head on cached maps has no trunk rate).
+_NOT_FINGERPRINTED = {'none': ('checkpoint_every', 'trunk_learning_rate_factor'),
+                      'top': ('checkpoint_every',), 'all': ('checkpoint_every',)}
+
+
 def fingerprint(bags, training_boxes, num_classes, config):
   """What a trained detector depends on; a folder trained for another fingerprint is wiped."""
   digest = hashlib.sha256()
   digest.update(json.dumps({'bags': bags.key, 'num_classes': num_classes,
                             'images': list(bags.image_ids),
                             'config': {k: v for k, v in vars(config).items()
-                                       if k not in ('checkpoint_every',)}},
+                                       if k not in _NOT_FINGERPRINTED[config.finetune]}},
                            sort_keys=True, default=str).encode())
   for image_id in sorted(training_boxes):
     boxes, labels = training_boxes[image_id]
@@ -329,7 +334,7 @@ def load_detector(folder):
   return keras.saving.load_model(path)
 
 
-def make_train_step(model, optimizer, strategy, finetune):
+def make_train_step(model, optimizer, strategy, finetune, trunk_learning_rate_factor=1.0):
   """The training step of `train_detector`, for any `tf.distribute` strategy.
 
   Each replica's loss is its summed RoI losses over the global RoI count, so the summed
@@ -343,6 +348,8 @@ def make_train_step(model, optimizer, strategy, finetune):
     strategy: the `tf.distribute.Strategy`.
     finetune: whether batches carry images for the trunk (`make_image_batch`) or pooled
       features (`make_batch`).
+    trunk_learning_rate_factor: the trunk's gradients are scaled by it (with SGD, its layers
+      learn at this fraction of the learning rate).
   Returns:
     step(batch, dropout_seed) -> dict of floats (loss, class_loss, box_loss, accuracy): one
     update from a global batch of `make_batch` / `make_image_batch` built with
@@ -350,6 +357,8 @@ def make_train_step(model, optimizer, strategy, finetune):
   """
   variables = model.trainable_variables
   num_replicas = strategy.num_replicas_in_sync
+  trunk_variables = ({id(v) for v in model.trunk.trainable_variables}
+                     if finetune and trunk_learning_rate_factor != 1.0 else set())
 
   def replica_step(batch, dropout_seed, global_rois):
     # Each replica draws its own dropout masks: replica 0 the one-device run's, replica r > 0
@@ -377,6 +386,8 @@ def make_train_step(model, optimizer, strategy, finetune):
       box_loss = tf.reduce_sum(box_loss * foreground) / global_rois
       loss = class_loss + box_loss
     gradients = tape.gradient(loss, variables)
+    gradients = [g * trunk_learning_rate_factor if id(v) in trunk_variables else g
+                 for g, v in zip(gradients, variables)]
     optimizer.apply_gradients(zip(gradients, variables))
     correct = tf.cast(tf.argmax(out['class_logits'], -1, output_type=tf.int32) == labels,
                       tf.float32)
@@ -483,7 +494,8 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
     log(f'detector: resumed at step {start_step} of {total_steps} from {latest}')
 
   num_replicas = strategy.num_replicas_in_sync
-  train_step = make_train_step(model, optimizer, strategy, finetune)
+  train_step = make_train_step(model, optimizer, strategy, finetune,
+                               config.trunk_learning_rate_factor)
   # TPUs compile one program per shape: image batches padded to one square size there (the
   # long-side cap rounded up to the trunk's stride, as `prepare_image` pads).
   fixed_size = None
