@@ -15,8 +15,8 @@ setuptools.setup(
     version='0.1.0',
     description=('Training object class detectors with click supervision '
                  '(Papadopoulos et al., CVPR 2017) in TensorFlow/Keras'),
-    # TensorFlow 2.21 publishes wheels for 3.10-3.13; 3.11 (CI) and 3.13 are installed and run
-    # here. On 3.10 pip's resolver had not settled the dependencies after 45 min (BUILD_NOTES).
+    # TensorFlow 2.21 publishes wheels for 3.10-3.13; 3.11 (CI), 3.12 and 3.13 are installed and
+    # run here. On 3.10 pip's resolver had not settled the dependencies after 45 min (BUILD_NOTES).
     python_requires='>=3.11,<3.14',
     # Only the library is installed. The driver `run_mil.py` and its flag definitions (`flags/`)
     # stay in the repository, run from its root: a top-level package named `flags` in
