@@ -69,7 +69,7 @@ def _decode(rois, deltas):
   center = rois[:, :2] + size / 2
   deltas = deltas * box_coding.TARGET_STDS
   new_center = center[:, None] + deltas[..., :2] * size[:, None]
-  new_size = size[:, None] * tf.exp(tf.minimum(deltas[..., 2:], box_coding._MAX_LOG_SCALE))  # pylint: disable=protected-access
+  new_size = size[:, None] * tf.exp(tf.minimum(deltas[..., 2:], box_coding.MAX_LOG_SCALE))
   return tf.concat([new_center - new_size / 2, new_center + new_size / 2], -1)
 
 
@@ -132,7 +132,6 @@ def serving_model(run_dir):
   """
   from click_supervision import backbones  # pylint: disable=g-import-not-at-top
   from click_supervision import results as results_lib  # pylint: disable=g-import-not-at-top
-  from click_supervision.detector import fast_rcnn  # pylint: disable=g-import-not-at-top
   from click_supervision.detector import train as train_lib  # pylint: disable=g-import-not-at-top
   results = results_lib.read_results(run_dir, need=('map', 'config', 'class_names'))
   model = train_lib.load_detector(os.path.join(run_dir, 'detector'))
@@ -148,11 +147,9 @@ def serving_model(run_dir):
     # Trained on cached maps: serve it on the pretrained trunk the cache came from.
     trunk = backbones.build_trunk(features['trunk'], features['weights'],
                                   cache_dir=config['data']['cache_dir'])
-    served = fast_rcnn.FastRcnn(model.num_classes, model.feature_stride, model.feature_offset,
-                                pool_size=model.pool_size, hidden_units=model.head.hidden_units,
-                                dropout=model.head.dropout, seed=model.head.seed, trunk=trunk)
-    served({'images': tf_zeros([1, 2 * model.feature_stride, 2 * model.feature_stride, 3]),
-            'boxes': tf_zeros([1, 4]), 'box_indices': tf_zeros([1], 'int32')})
+    served = train_lib.build_detector(
+        model.num_classes, (model.feature_stride, model.feature_offset, None), model.pool_size,
+        detector_config_of({'detector': config['detector']}), trunk=trunk)
     served.head.set_weights(model.head.get_weights())
     model = served
   metadata = {
@@ -166,11 +163,6 @@ def serving_model(run_dir):
       'map_metric': results.get('map_metric'), 'supervision': results.get('supervision'),
   }
   return model, metadata
-
-
-def tf_zeros(shape, dtype='float32'):
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.zeros(shape, dtype)
 
 
 def detector_config_of(metadata):

@@ -37,7 +37,6 @@ Keys of schema_version 1 (always present unless marked; numbers are floats unles
 """
 
 import json
-import math
 import os
 
 from click_supervision.errors import UserError
@@ -79,11 +78,11 @@ def read_results(run_dir, need=(), complete=True):
     raise UserError(f'{path}: the run is not complete (status {results.get("status")!r})')
   missing = [k for k in need if k not in results]
   if missing:
-    raise UserError(f'{path}: no {missing[0]!r} (stages run: {",".join(results.get("stages", []))})')
+    stages = ','.join(results.get('stages', []))
+    raise UserError(f'{path}: no {missing[0]!r} (stages run: {stages})')
   return results
 
 
 def final_corloc(results):
   """The run's final CorLoc (after deep MIL when it ran), or None."""
-  value = results.get('corloc_deep_mil', results.get('corloc'))
-  return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+  return results.get('corloc_deep_mil', results.get('corloc'))  # Strict JSON: NaN is null.

@@ -12,7 +12,7 @@ import numpy as np
 TARGET_STDS = np.array([0.1, 0.1, 0.2, 0.2], np.float32)
 # exp() of a delta larger than this would grow a box by more than 1000/16 ~ 62x: clamp, as
 # Detectron does, so one wild prediction cannot overflow.
-_MAX_LOG_SCALE = np.log(1000.0 / 16.0)
+MAX_LOG_SCALE = np.log(1000.0 / 16.0)
 
 
 def _center_size(boxes):
@@ -51,6 +51,6 @@ def decode(rois, deltas):
     deltas = deltas[:, None]
   deltas = deltas * TARGET_STDS
   new_center = center[:, None] + deltas[..., :2] * size[:, None]
-  new_size = size[:, None] * np.exp(np.minimum(deltas[..., 2:], _MAX_LOG_SCALE))
+  new_size = size[:, None] * np.exp(np.minimum(deltas[..., 2:], MAX_LOG_SCALE))
   boxes = np.concatenate([new_center - new_size / 2, new_center + new_size / 2], axis=-1)
   return boxes[:, 0] if squeeze else boxes

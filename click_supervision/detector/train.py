@@ -131,6 +131,35 @@ def images_of_step(bags, seed, step, images_per_batch):
 _ORDERS = {}  # (bag source key, seed, epoch) -> that epoch's image order.
 
 
+def _replica_blocks(per_image, num_replicas, rows):
+  """Per-image arrays as one batch of R blocks of whole images, each block padded to `rows`.
+
+  Args:
+    per_image: dict name -> list of arrays, one per image in batch order (first axis: RoIs).
+    num_replicas: R; the image count must be a multiple of it.
+    rows: rows per block.
+  Returns:
+    dict name -> the concatenated blocks, plus `valid` float32 (0 for padding rows).
+  """
+  per_replica = len(next(iter(per_image.values()))) // num_replicas
+  blocks = []
+  for r in range(num_replicas):
+    part = {k: np.concatenate(v[r * per_replica:(r + 1) * per_replica])
+            for k, v in per_image.items()}
+    count = len(next(iter(part.values())))
+    block = {k: np.pad(v, [(0, rows - count)] + [(0, 0)] * (v.ndim - 1))
+             for k, v in part.items()}
+    block['valid'] = np.pad(np.ones(count, np.float32), [(0, rows - count)])
+    blocks.append(block)
+  return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+
+
+def _check_batch(image_ids, config, num_replicas):
+  if len(image_ids) != config.images_per_batch or len(image_ids) % num_replicas:
+    raise ValueError(f'{len(image_ids)} images for a batch of {config.images_per_batch} over '
+                     f'{num_replicas} replicas')
+
+
 def make_batch(bags, image_ids, training_boxes, config, seed, step, num_replicas=1):
   """One step's RoIs, padded to `images_per_batch x rois_per_image` rows (fixed shapes). With
   `config.flip`, each image is the mirrored one with probability 1/2 (its own trunk map, from
@@ -144,11 +173,7 @@ def make_batch(bags, image_ids, training_boxes, config, seed, step, num_replicas
     dict of numpy arrays: `features` float32 [N, D] (L2-normalised pooled features), `labels`
     int32 [N], `targets` float32 [N, 4], `valid` float32 [N] (0 for padding rows).
   """
-  if len(image_ids) != config.images_per_batch or len(image_ids) % num_replicas:
-    raise ValueError(f'{len(image_ids)} images for a batch of {config.images_per_batch} over '
-                     f'{num_replicas} replicas')
-  per_replica = len(image_ids) // num_replicas
-  rows = (config.images_per_batch // num_replicas) * config.rois_per_image
+  _check_batch(image_ids, config, num_replicas)
   features, labels, targets = [], [], []
   for j, image_id in enumerate(image_ids):
     rng = np.random.default_rng([seed, step, j])
@@ -164,17 +189,9 @@ def make_batch(bags, image_ids, training_boxes, config, seed, step, num_replicas
     features.append(bags.pool(entry, sample['rois']))
     labels.append(sample['labels'])
     targets.append(sample['targets'])
-  blocks = []
-  for r in range(num_replicas):
-    part = slice(r * per_replica, (r + 1) * per_replica)
-    count = sum(len(f) for f in features[part])
-    pad = rows - count
-    blocks.append({
-        'features': np.pad(np.concatenate(features[part]), [(0, pad), (0, 0)]),
-        'labels': np.pad(np.concatenate(labels[part]), [(0, pad)]),
-        'targets': np.pad(np.concatenate(targets[part]), [(0, pad), (0, 0)]),
-        'valid': np.pad(np.ones(count, np.float32), [(0, pad)])})
-  return {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+  return _replica_blocks({'features': features, 'labels': labels, 'targets': targets},
+                         num_replicas,
+                         config.images_per_batch // num_replicas * config.rois_per_image)
 
 
 def make_image_batch(bags, image_ids, training_boxes, config, seed, step, image_settings,
@@ -194,11 +211,8 @@ def make_image_batch(bags, image_ids, training_boxes, config, seed, step, image_
   """
   from click_supervision import features as features_lib  # pylint: disable=g-import-not-at-top
   from click_supervision.datasets import images as images_lib  # pylint: disable=g-import-not-at-top
-  if len(image_ids) != config.images_per_batch or len(image_ids) % num_replicas:
-    raise ValueError(f'{len(image_ids)} images for a batch of {config.images_per_batch} over '
-                     f'{num_replicas} replicas')
+  _check_batch(image_ids, config, num_replicas)
   per_replica = len(image_ids) // num_replicas
-  rows = (config.images_per_batch // num_replicas) * config.rois_per_image
   pixels, boxes_out, indices, labels, targets = [], [], [], [], []
   for j, image_id in enumerate(image_ids):
     rng = np.random.default_rng([seed, step, j])
@@ -225,18 +239,10 @@ def make_image_batch(bags, image_ids, training_boxes, config, seed, step, image_
   images = np.zeros((len(pixels), height, width, 3), np.float32)
   for j, p in enumerate(pixels):
     images[j, :p.shape[0], :p.shape[1]] = p
-  blocks = []
-  for r in range(num_replicas):
-    part = slice(r * per_replica, (r + 1) * per_replica)
-    count = sum(len(b) for b in boxes_out[part])
-    pad = rows - count
-    blocks.append({
-        'boxes': np.pad(np.concatenate(boxes_out[part]).astype(np.float32), [(0, pad), (0, 0)]),
-        'box_indices': np.pad(np.concatenate(indices[part]), [(0, pad)]),
-        'labels': np.pad(np.concatenate(labels[part]), [(0, pad)]),
-        'targets': np.pad(np.concatenate(targets[part]), [(0, pad), (0, 0)]),
-        'valid': np.pad(np.ones(count, np.float32), [(0, pad)])})
-  batch = {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]}
+  batch = _replica_blocks(
+      {'boxes': [b.astype(np.float32) for b in boxes_out], 'box_indices': indices,
+       'labels': labels, 'targets': targets},
+      num_replicas, config.images_per_batch // num_replicas * config.rois_per_image)
   batch['images'] = images
   return batch
 
@@ -486,12 +492,12 @@ def train_detector(bags, training_boxes, num_classes, config, folder, strategy=N
                                    **({'trunk': model.trunk} if finetune else {}))
   manager = tf.train.CheckpointManager(checkpoint, os.path.join(folder, 'checkpoints'),
                                        max_to_keep=2)
-  latest = manager.latest_checkpoint
-  if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
   start_step = int(optimizer.iterations.numpy())
   if start_step:
-    log(f'detector: resumed at step {start_step} of {total_steps} from {latest}')
+    log(f'detector: resumed at step {start_step} of {total_steps} from '
+        f'{manager.latest_checkpoint}')
 
   num_replicas = strategy.num_replicas_in_sync
   train_step = make_train_step(model, optimizer, strategy, finetune,
