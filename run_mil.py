@@ -97,7 +97,13 @@ def config_from_flags():
         deterministic=mil_flags.DETERMINISTIC.value,
         deep_mil_iterations=mil_flags.DEEP_MIL_ITERATIONS.value,
         deep_mil_folds=mil_flags.DEEP_MIL_FOLDS.value,
-        deep_mil_refine=mil_flags.DEEP_MIL_REFINE.value, flip=mil_flags.DETECTOR_FLIP.value)
+        deep_mil_refine=mil_flags.DEEP_MIL_REFINE.value, flip=mil_flags.DETECTOR_FLIP.value,
+        pool_size=mil_flags.DETECTOR_POOL_SIZE.value, pool_cut=mil_flags.DETECTOR_POOL_CUT.value,
+        lr_schedule=mil_flags.DETECTOR_LR_SCHEDULE.value,
+        warmup_steps=mil_flags.DETECTOR_WARMUP_STEPS.value,
+        ignore_rule=mil_flags.DETECTOR_IGNORE_RULE.value,
+        ignore_iou=mil_flags.DETECTOR_IGNORE_IOU.value,
+        ignore_score=mil_flags.DETECTOR_IGNORE_SCORE.value)
   except ValueError as e:
     raise UserError(f'detector flags: {e}') from None
   if feature_config.store != 'maps' and {'deep_mil', 'detector'} & set(stages):

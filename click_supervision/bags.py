@@ -159,14 +159,19 @@ class TrunkMapBags(_BagSource):
     trunk_maps: filled trunk-map `cache.ShardedCache` (`precompute.trunk_maps_cache`).
     pool_size: RoI grid side.
     context_scale: 0 or the context grid's enlargement (`features.MapPooler`).
+    mirrored_maps: optional cache of the mirrored images' maps (the detector's flips).
+    cut_maps, mirrored_cut_maps: optional caches of the maps where the trunk is cut
+      (`precompute.trunk_maps_cache(part='lower')`), which the detector trains from.
   """
 
   def __init__(self, records, proposals, trunk_maps, pool_size=3, context_scale=0.0,
-               mirrored_maps=None):
+               mirrored_maps=None, cut_maps=None, mirrored_cut_maps=None):
     super().__init__(records, proposals, trunk_maps)
     self.pool_size = pool_size
     self.context_scale = context_scale
     self.mirrored_maps = mirrored_maps
+    self.cut_maps = cut_maps
+    self.mirrored_cut_maps = mirrored_cut_maps
     self._poolers = {}
     self.key = _key('maps', proposals.key, trunk_maps.key, pool_size, context_scale)
 

@@ -18,7 +18,9 @@ from click_supervision import proposals as proposals_lib
 STAGES = ('data', 'clicks', 'proposals', 'features', 'mil', 'deep_mil', 'detector')
 DEFAULT_STAGES = ('data', 'clicks', 'proposals', 'features', 'mil')
 SUPERVISIONS = ('mil', 'boxes', 'boxes_all')
-DETECTOR_FINETUNES = ('none', 'top', 'all')
+DETECTOR_FINETUNES = ('none', 'upper', 'top', 'all')
+LR_SCHEDULES = ('step', 'cosine')
+IGNORE_RULES = ('none', 'score')
 
 
 default_cache_dir = cache_lib.default_cache_dir
@@ -209,15 +211,27 @@ class DetectorConfig:
       clicks and image labels are the only annotation), `boxes` (one drawn box per class per
       image, the largest non-difficult one: the paper's fair comparison) or `boxes_all` (every
       non-difficult drawn box).
-    finetune: `none` trains the head on the cached trunk maps (the CPU default); `top` also the
-      last third of the trunk's layers, `all` the whole trunk (BatchNorm frozen; accelerators).
+    finetune: `none` trains the head on the cached trunk maps; `upper` also the trunk's part
+      above its stride-16 cut (EfficientNet-Lite's stages 6 and 7), run in the step on the
+      cached maps of the frozen part below the cut; `top` the last third of the trunk's layers
+      and `all` the whole trunk, both run on the images in the step (accelerators). BatchNorm
+      stays frozen in every mode.
+    pool_size: the detector's RoI grid side (MIL keeps `FeatureConfig.pool_size`).
+    pool_cut: also pool each RoI from the stride-16 map of the cut (`detector.fast_rcnn`).
     hidden_units: width of fc6 and fc7.
     dropout: dropout after fc6 and fc7.
     images_per_batch, rois_per_image: a step's images and RoIs sampled per image (Fast R-CNN:
       2 x 128).
     foreground_fraction, foreground_iou, background_iou_low: RoI sampling (`detector.sampling`).
-    learning_rate, momentum, weight_decay: SGD with momentum; the learning rate drops tenfold
-      after `lr_drop_at` of the steps.
+    learning_rate, momentum, weight_decay: SGD with momentum.
+    lr_schedule: `step` (the rate drops tenfold after `lr_drop_at` of the steps) or `cosine`
+      (from the rate down to 0 over the steps).
+    warmup_steps: the rate rises linearly from 0 over this many first steps (0: none).
+    ignore_rule: which background RoIs are not taught as background because they probably cover
+      another instance of a class present in the image (the training boxes say where one
+      instance is, not that the rest is background): `none`, or `score`: a RoI that overlaps no
+      training box of a class present in the image by IoU >= `ignore_iou` and that the detector
+      being trained already scores above `ignore_score` for that class gets weight 0.
     trunk_learning_rate_factor: with `finetune` `top` / `all`, the trunk's layers learn at this
       fraction of `learning_rate` (their gradients are scaled by it): at the head's 0.01 the
       whole EfficientNet-Lite0 trunk collapsed (BUILD_NOTES, "Run anywhere: throughput").
@@ -239,6 +253,8 @@ class DetectorConfig:
   """
   supervision: str = 'mil'
   finetune: str = 'none'
+  pool_size: int = 3
+  pool_cut: bool = False
   hidden_units: int = 1024
   dropout: float = 0.5
   images_per_batch: int = 2
@@ -251,6 +267,11 @@ class DetectorConfig:
   momentum: float = 0.9
   weight_decay: float = 5e-4
   lr_drop_at: float = 0.75
+  lr_schedule: str = 'step'
+  warmup_steps: int = 0
+  ignore_rule: str = 'none'
+  ignore_iou: float = 0.1
+  ignore_score: float = 0.5
   epochs: float = 32.0
   deep_mil_epochs: float = 4.0
   flip: bool = False
@@ -269,6 +290,16 @@ class DetectorConfig:
       raise ValueError(f'unknown supervision {self.supervision!r}; choices are {SUPERVISIONS}')
     if self.finetune not in DETECTOR_FINETUNES:
       raise ValueError(f'unknown finetune {self.finetune!r}; choices are {DETECTOR_FINETUNES}')
+    if self.lr_schedule not in LR_SCHEDULES:
+      raise ValueError(f'unknown lr_schedule {self.lr_schedule!r}; choices are {LR_SCHEDULES}')
+    if self.ignore_rule not in IGNORE_RULES:
+      raise ValueError(f'unknown ignore_rule {self.ignore_rule!r}; choices are {IGNORE_RULES}')
+    if self.pool_size < 1 or self.warmup_steps < 0:
+      raise ValueError(f'pool_size must be >= 1 and warmup_steps >= 0, not {self.pool_size} '
+                       f'and {self.warmup_steps}')
+    for name in ('ignore_iou', 'ignore_score'):
+      if not 0 <= getattr(self, name) <= 1:
+        raise ValueError(f'{name} must be in [0, 1], not {getattr(self, name)}')
     for name in ('hidden_units', 'images_per_batch', 'rois_per_image', 'max_detections',
                  'checkpoint_every'):
       if getattr(self, name) < 1:

@@ -12,10 +12,11 @@ detections, the whole test recipe in one graph (`detector.inference` does the sa
   classes    int32 [D] class indices (`class_names` in click_supervision_model.json)
   scores     float32 [D], descending; D <= max_detections
 
-The graph resizes and pads the image as the run's trunk-map cache did (`features.prepare_image`),
-runs the trunk (the detector's own when it was fine-tuned, else the pretrained one the cache came
-from), pools each proposal, runs the head, decodes the class-specific boxes and applies per-class
-NMS. Proposals (Edge Boxes on HED edges) run outside the graph: `api.Detector` computes them with
+The graph resizes and pads the image as the run's trunk-map cache did
+(`features.prepare_image_tf`), runs the trunk (the detector's own when it was fine-tuned, else the
+pretrained one the cache came from), pools each proposal, runs the head, decodes the
+class-specific boxes and applies per-class NMS (`detector.serving`: the same functions as the
+in-process test). Proposals (Edge Boxes on HED edges) run outside the graph: `api.Detector` computes them with
 the run's proposal settings, which MODEL_DIR/click_supervision_model.json records with the class
 names and `schema_version`. Serving from another language: load the SavedModel, compute
 proposals any way you like (more and better proposals, better detections) and call `serve`.
@@ -32,50 +33,10 @@ MODEL_SCHEMA_VERSION = 1
 METADATA_FILE = 'click_supervision_model.json'
 
 
-def _prepare(image, short_side, max_long_side, stride):
-  """`features.prepare_image` in graph ops: (pixels float32 [1, H', W', 3], factors [4])."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  shape = tf.shape(image)
-  height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
-  scale = tf.constant(1.0, tf.float64)
-  if short_side:
-    scale = short_side / tf.minimum(height, width)
-  if max_long_side:
-    long_side = tf.maximum(height, width)
-    scale = tf.where(scale * long_side > max_long_side, max_long_side / long_side, scale)
-  pixels = tf.cast(image, tf.float32)[None]
-  # Python's round() (half to even) as in `prepare_image`.
-  size = tf.cast(tf.maximum(tf.round(tf.stack([height, width]) * scale), 1.0), tf.int32)
-  pixels = tf.cond(
-      tf.equal(scale, 1.0), lambda: pixels,
-      lambda: tf.cond(scale < 1.0,
-                      lambda: tf.image.resize(pixels, size, method='bilinear', antialias=True),
-                      lambda: tf.image.resize(pixels, size, method='bilinear')))
-  size = tf.shape(pixels)[1:3]
-  factors = tf.cast(size, tf.float32) / tf.cast(tf.stack([height, width]), tf.float32)
-  factors = tf.where(tf.equal(scale, 1.0), tf.ones([2]), factors)
-  pad_h = -size[0] % stride
-  pad_w = -size[1] % stride
-  pixels = tf.concat([pixels, tf.repeat(pixels[:, -1:], pad_h, axis=1)], axis=1)
-  pixels = tf.concat([pixels, tf.repeat(pixels[:, :, -1:], pad_w, axis=2)], axis=2)
-  return pixels, tf.concat([factors, factors], 0)
-
-
-def _decode(rois, deltas):
-  """`detector.box_coding.decode` in graph ops: rois [P, 4], deltas [P, C, 4] -> [P, C, 4]."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from click_supervision.detector import box_coding  # pylint: disable=g-import-not-at-top
-  size = tf.maximum(rois[:, 2:] - rois[:, :2], 1e-3)
-  center = rois[:, :2] + size / 2
-  deltas = deltas * box_coding.TARGET_STDS
-  new_center = center[:, None] + deltas[..., :2] * size[:, None]
-  new_size = size[:, None] * tf.exp(tf.minimum(deltas[..., 2:], box_coding.MAX_LOG_SCALE))
-  return tf.concat([new_center - new_size / 2, new_center + new_size / 2], -1)
-
-
 def make_detect_function(model, image_settings, detector_config):
   """The serving computation as a `tf.function` (image uint8 [H, W, 3], proposals float32
-  [P, 4]) -> dict boxes, classes, scores (module docstring).
+  [P, 4]) -> dict boxes, classes, scores (module docstring): `features.prepare_image_tf`, then
+  `detector.serving`'s recipe, the same functions the in-process test uses.
 
   Args:
     model: `detector.FastRcnn` with a trunk.
@@ -83,40 +44,19 @@ def make_detect_function(model, image_settings, detector_config):
     detector_config: `config.DetectorConfig` (score_threshold, nms_iou, max_detections).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from click_supervision import features  # pylint: disable=g-import-not-at-top
+  from click_supervision.detector import serving  # pylint: disable=g-import-not-at-top
   short_side, max_long_side = image_settings
-  num_classes = model.num_classes
-  threshold = detector_config.score_threshold
-  nms_iou, max_detections = detector_config.nms_iou, detector_config.max_detections
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name='image'),
                                 tf.TensorSpec([None, 4], tf.float32, name='proposals')])
   def detect(image, proposals):
-    height = tf.cast(tf.shape(image)[0], tf.float32)
-    width = tf.cast(tf.shape(image)[1], tf.float32)
-    pixels, factors = _prepare(image, short_side, max_long_side, model.feature_stride)
-    maps = model.trunk(pixels, training=False)
-    pooled = model.roi_pooling(maps, proposals * factors,
-                               tf.zeros([tf.shape(proposals)[0]], tf.int32))
-    out = model.head(pooled, training=False)
-    probabilities = tf.nn.softmax(out['class_logits'])
-    decoded = _decode(proposals, out['box_deltas'])
-    limits = tf.stack([height, width, height, width])
-    found_boxes, found_classes, found_scores = [], [], []
-    for c in range(num_classes):
-      scores = probabilities[:, c + 1]
-      boxes = tf.clip_by_value(decoded[:, c], 0.0, limits)
-      keep = (scores >= threshold) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-      boxes, scores = tf.boolean_mask(boxes, keep), tf.boolean_mask(scores, keep)
-      selected = tf.image.non_max_suppression(boxes, scores, max_detections,
-                                              iou_threshold=nms_iou)
-      found_boxes.append(tf.gather(boxes, selected))
-      found_scores.append(tf.gather(scores, selected))
-      found_classes.append(tf.fill(tf.shape(selected), c))
-    boxes, scores = tf.concat(found_boxes, 0), tf.concat(found_scores, 0)
-    classes = tf.cast(tf.concat(found_classes, 0), tf.int32)
-    best = tf.argsort(-scores, stable=True)[:max_detections]
-    return {'boxes': tf.gather(boxes, best), 'classes': tf.gather(classes, best),
-            'scores': tf.gather(scores, best)}
+    pixels, factors = features.prepare_image_tf(image, short_side, max_long_side,
+                                                model.feature_stride)
+    probabilities, deltas = serving.model_outputs(model, {'images': pixels}, proposals, factors)
+    return serving.detections(probabilities, deltas, proposals, tf.shape(image)[0],
+                              tf.shape(image)[1], detector_config.score_threshold,
+                              detector_config.nms_iou, detector_config.max_detections)
 
   return detect
 
@@ -132,6 +72,8 @@ def serving_model(run_dir):
   """
   from click_supervision import backbones  # pylint: disable=g-import-not-at-top
   from click_supervision import results as results_lib  # pylint: disable=g-import-not-at-top
+  from click_supervision.detector import batches  # pylint: disable=g-import-not-at-top
+  from click_supervision.detector import fast_rcnn  # pylint: disable=g-import-not-at-top
   from click_supervision.detector import train as train_lib  # pylint: disable=g-import-not-at-top
   results = results_lib.read_results(run_dir, need=('map', 'config', 'class_names'))
   model = train_lib.load_detector(os.path.join(run_dir, 'detector'))
@@ -144,12 +86,13 @@ def serving_model(run_dir):
                     f'(--feature_context_scale={features["context_scale"]}), which the serving '
                     f'graph does not; train with --feature_context_scale=0 to export')
   if model.trunk is None:
-    # Trained on cached maps: serve it on the pretrained trunk the cache came from.
+    # Trained on cached maps: serve it on the pretrained trunk the caches came from (cut in two
+    # when the detector pools the cut's map too).
     trunk = backbones.build_trunk(features['trunk'], features['weights'],
-                                  cache_dir=config['data']['cache_dir'])
-    served = train_lib.build_detector(
-        model.num_classes, (model.feature_stride, model.feature_offset, None), model.pool_size,
-        detector_config_of({'detector': config['detector']}), trunk=trunk)
+                                  cache_dir=config['data']['cache_dir'], cut=model.pool_cut)
+    served = fast_rcnn.build_detector(
+        model.num_classes, detector_config_of({'detector': config['detector']}),
+        batches.trunk_geometry(trunk), trunk=trunk)
     served.head.set_weights(model.head.get_weights())
     model = served
   metadata = {

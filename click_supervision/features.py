@@ -108,31 +108,57 @@ def rescale_factor(height, width, short_side, max_long_side):
 def prepare_image(image, short_side, max_long_side, stride):
   """The trunk's input for `image`: resized by `rescale_factor`, padded at the bottom/right to a
   multiple of `stride` by repeating the last row/column (module docstring). Every path into a
-  trunk (the map cache, the detector trained end to end) prepares images here.
+  trunk (the map cache, the detector trained end to end, the served model) prepares images with
+  `prepare_image_tf`; this is its eager form with NumPy factors.
 
   Args:
     image: uint8 [H, W, 3] RGB.
     short_side, max_long_side: `rescale_factor`'s.
     stride: the trunk's feature stride in pixels.
   Returns:
-    (pixels float32 [1, H', W', 3] 0-255, factors float32 [4] multiplying `[ymin, xmin, ymax,
-    xmax]` image pixels into the resized image; padding does not move boxes).
+    (pixels float32 tensor [1, H', W', 3] 0-255, factors float32 numpy [4] multiplying `[ymin,
+    xmin, ymax, xmax]` image pixels into the resized image; padding does not move boxes).
   """
-  height, width = image.shape[:2]
-  scale = rescale_factor(height, width, short_side, max_long_side)
-  pixels = tf.convert_to_tensor(image[None], tf.float32)
-  if scale != 1.0:
-    size = [max(1, round(height * scale)), max(1, round(width * scale))]
-    pixels = tf.image.resize(pixels, size, method='bilinear', antialias=scale < 1)
-    # Exact per-axis factors, so boxes land where the resized pixels are.
-    factors = np.array([size[0] / height, size[1] / width] * 2, np.float32)
-  else:
-    factors = np.ones(4, np.float32)
-  pad_h = -pixels.shape[1] % stride
-  pad_w = -pixels.shape[2] % stride
-  if pad_h or pad_w:
-    pixels = _pad_replicate(pixels, pad_h, pad_w)
-  return pixels, factors
+  pixels, factors = prepare_image_tf(tf.convert_to_tensor(image), short_side, max_long_side,
+                                     stride)
+  return pixels, factors.numpy()
+
+
+def prepare_image_tf(image, short_side, max_long_side, stride):
+  """`prepare_image` in TensorFlow ops, eager or inside a `tf.function` (the served model).
+
+  The scale follows `rescale_factor` in float64 and the size is rounded half to even (Python's
+  `round`), so every path gives the same pixels and factors.
+
+  Args:
+    image: uint8 tensor [H, W, 3] (any size).
+    short_side, max_long_side: Python numbers or None (`rescale_factor`).
+    stride: Python int.
+  Returns:
+    (pixels float32 [1, H', W', 3], factors float32 [4]).
+  """
+  shape = tf.shape(image)
+  height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+  scale = tf.constant(1.0, tf.float64)
+  if short_side:
+    scale = short_side / tf.minimum(height, width)
+  if max_long_side:
+    long_side = tf.maximum(height, width)
+    scale = tf.where(scale * long_side > max_long_side, max_long_side / long_side, scale)
+  pixels = tf.cast(image, tf.float32)[None]
+  size = tf.cast(tf.maximum(tf.round(tf.stack([height, width]) * scale), 1.0), tf.int32)
+  pixels = tf.cond(
+      tf.equal(scale, 1.0), lambda: pixels,
+      lambda: tf.cond(scale < 1.0,
+                      lambda: tf.image.resize(pixels, size, method='bilinear', antialias=True),
+                      lambda: tf.image.resize(pixels, size, method='bilinear')))
+  # Exact per-axis factors (in float64, then float32), so boxes land where the resized pixels are.
+  factors = tf.cast(tf.cast(tf.shape(pixels)[1:3], tf.float64) / tf.stack([height, width]),
+                    tf.float32)
+  factors = tf.where(tf.equal(scale, 1.0), tf.ones([2]), factors)
+  size = tf.shape(pixels)[1:3]
+  pixels = _pad_replicate(pixels, -size[0] % stride, -size[1] % stride)
+  return pixels, tf.concat([factors, factors], 0)
 
 
 class FeatureExtractor:
@@ -151,17 +177,19 @@ class FeatureExtractor:
       (None: native size); boxes are scaled the same way.
     max_long_side: cap on the resized long side.
     max_rois_per_call: RoIs pooled per call (bounds memory for many proposals).
+    pad_stride: images are padded to a multiple of this (default: the trunk's stride); the lower
+      part of a cut trunk pads to the whole trunk's stride (`precompute.compute_trunk_maps`).
   """
 
   def __init__(self, trunk, pool_size=2, short_side=600, max_long_side=1000,
-               max_rois_per_call=4096, context_scale=0.0):
+               max_rois_per_call=4096, context_scale=0.0, pad_stride=None):
     if context_scale and context_scale <= 1.0:
       raise ValueError(f'context_scale must be 0 (off) or above 1, got {context_scale}')
     self.trunk = trunk
     self.context_scale = float(context_scale)
     self.short_side = short_side
     self.max_long_side = max_long_side
-    self.stride = trunk.feature_stride
+    self.stride = pad_stride or trunk.feature_stride
     self.pooler = MapPooler(trunk.feature_stride, trunk.feature_offset, pool_size=pool_size,
                             context_scale=context_scale, max_rois_per_call=max_rois_per_call)
     self.roi_pooling = self.pooler.roi_pooling
@@ -271,9 +299,7 @@ def enlarge_boxes(boxes, factor):
 
 
 def _pad_replicate(images, pad_h, pad_w):
-  """Pads [B, H, W, C] at the bottom/right by repeating the last row/column."""
-  if pad_h:
-    images = tf.concat([images, tf.repeat(images[:, -1:], pad_h, axis=1)], axis=1)
-  if pad_w:
-    images = tf.concat([images, tf.repeat(images[:, :, -1:], pad_w, axis=2)], axis=2)
-  return images
+  """Pads [B, H, W, C] at the bottom/right by repeating the last row/column (pad sizes may be
+  tensors; a zero pad repeats nothing)."""
+  images = tf.concat([images, tf.repeat(images[:, -1:], pad_h, axis=1)], axis=1)
+  return tf.concat([images, tf.repeat(images[:, :, -1:], pad_w, axis=2)], axis=2)

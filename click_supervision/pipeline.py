@@ -131,3 +131,51 @@ def make_dataset(records, num_classes, selected_clicks=None, decode=True, propos
   if decode:
     dataset = dataset.map(decode_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return dataset
+
+
+def make_training_dataset(make_element, start_step, total_steps, replicas_per_pipeline=1,
+                          pipeline_index=0, num_parallel_calls=tf.data.AUTOTUNE,
+                          prefetch=tf.data.AUTOTUNE):
+  """Training steps -> per-replica batches, as a tf.data pipeline.
+
+  Each element is one replica's batch of one step, built by `make_element(step, replica)` in
+  parallel threads (`Dataset.map` over a `tf.numpy_function`, in step order: `deterministic`)
+  and prefetched, so the next batches are made while the current step runs. A batch stays a pure
+  function of (seed, step, replica): the pipeline starts at `start_step` when a run resumes.
+  Elements come replica by replica within a step, the order in which
+  `tf.distribute.Strategy.distribute_datasets_from_function` hands one element to each of a
+  worker's replicas.
+
+  Args:
+    make_element: callable (step int, replica int) -> dict name -> numpy array; arrays of rank 4
+      (feature maps, images) may change height and width from element to element, every other
+      shape is fixed.
+    start_step, total_steps: the steps [start_step, total_steps).
+    replicas_per_pipeline: replicas fed by this pipeline (one pipeline per worker).
+    pipeline_index: this pipeline's index: it feeds replicas [index x R, (index + 1) x R).
+    num_parallel_calls, prefetch: tf.data's knobs (AUTOTUNE by default).
+  Returns:
+    `tf.data.Dataset` of dicts: the arrays of `make_element` plus `step` int64 [].
+  """
+  per_pipeline = int(replicas_per_pipeline)
+  example = make_element(start_step, pipeline_index * per_pipeline)
+  keys = sorted(example)
+  dtypes = [tf.as_dtype(example[k].dtype) for k in keys]
+  shapes = [[None, None, None, v.shape[3]] if v.ndim == 4 else list(v.shape)
+            for v in (example[k] for k in keys)]
+
+  def build(step, replica):
+    element = make_element(int(step), int(replica))
+    return [np.asarray(element[k], example[k].dtype) for k in keys]
+
+  def element(index):
+    step = index // per_pipeline
+    replica = pipeline_index * per_pipeline + index % per_pipeline
+    values = tf.numpy_function(build, [step, replica], dtypes, stateful=False)
+    out = {k: tf.ensure_shape(v, shape) for k, v, shape in zip(keys, values, shapes)}
+    out['step'] = step
+    return out
+
+  dataset = tf.data.Dataset.range(start_step * per_pipeline, total_steps * per_pipeline)
+  dataset = dataset.map(element, num_parallel_calls=num_parallel_calls, deterministic=True)
+  return dataset.prefetch(prefetch)

@@ -61,18 +61,22 @@ def features_cache(dataset, feature_config, proposals, cache_dir):
                                 feature_config.images_per_shard)
 
 
-def trunk_maps_cache(dataset, feature_config, cache_dir, mirrored=False):
+def trunk_maps_cache(dataset, feature_config, cache_dir, mirrored=False, part=None):
   """The `ShardedCache` of trunk maps: it depends on the trunk and the image scale only, not on
   the proposals or the RoI grid, so every proposal method and pool size shares it.
 
   `mirrored`: the maps of the horizontally mirrored images (the detector's flip augmentation:
   a trunk map mirrored is not the map of the mirrored image, so those are computed too).
+  `part`: None (the whole trunk's output) or `lower`: the stride-16 map where the trunk is cut
+  (`backbones.build_trunk(cut=True)`), from which the detector trains the upper part.
   """
   params = {'trunk': feature_config.trunk, 'weights': feature_config.weights,
             'short_side': feature_config.short_side,
             'max_long_side': feature_config.max_long_side, 'version': TRUNK_MAPS_VERSION}
   if mirrored:
     params['mirrored'] = True  # Only when set: the unmirrored cache keeps its key.
+  if part:
+    params['part'] = part  # Likewise.
   return cache_lib.ShardedCache(cache_dir, 'trunk_maps', params, image_files(dataset),
                                 feature_config.images_per_shard)
 
@@ -136,7 +140,7 @@ def compute_proposals(dataset, proposal_config, cache_dir, num_workers=1, worker
 
 
 def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker_index=0,
-                       log=print, trunk=None, mirrored=False):
+                       log=print, trunk=None, mirrored=False, part=None):
   """Fills the trunk-map cache for this worker's shards (the `features` stage's default store).
 
   Args:
@@ -147,20 +151,27 @@ def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker
     log: callable taking one str.
     trunk: optional prebuilt trunk (default: `backbones.build_trunk` from the config).
     mirrored: compute the maps of the horizontally mirrored images (`trunk_maps_cache`).
+    part: None or `lower` (`trunk_maps_cache`). The lower part's input is padded to the whole
+      trunk's stride, so the upper part run on a cached map gives the whole trunk's map.
   Returns:
     (cache, info) as `compute_proposals`; info also has `bytes_per_image` of the whole cache.
   """
   # pylint: disable=g-import-not-at-top
   from click_supervision import backbones
   from click_supervision import features as features_lib
-  cache = trunk_maps_cache(dataset, feature_config, cache_dir, mirrored=mirrored)
+  cache = trunk_maps_cache(dataset, feature_config, cache_dir, mirrored=mirrored, part=part)
   info = {'images_computed': 0, 'sec_per_image': {}}
   if cache.missing_shards(num_workers, worker_index):
+    pad_stride = None
+    if part == 'lower':  # `trunk`, when given, is the whole cut trunk.
+      whole = trunk or backbones.build_trunk(feature_config.trunk, feature_config.weights,
+                                             cache_dir=cache_dir, cut=True)
+      trunk, pad_stride = whole.get_layer('lower'), whole.feature_stride
     trunk = trunk or backbones.build_trunk(feature_config.trunk, feature_config.weights,
                                            cache_dir=cache_dir)
     extractor = features_lib.FeatureExtractor(
         trunk, pool_size=feature_config.pool_size, short_side=feature_config.short_side or None,
-        max_long_side=feature_config.max_long_side)
+        max_long_side=feature_config.max_long_side, pad_stride=pad_stride)
     geometry = np.array([trunk.feature_stride, trunk.feature_offset], np.float32)
 
     def compute_image(record):
@@ -174,8 +185,9 @@ def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker
       return {'map': feature_map.astype(np.float16), 'factors': factors,
               'geometry': geometry}, timings
 
+    desc = 'features' + (f' ({part} part)' if part else '') + (' (mirrored)' if mirrored else '')
     count, timings = _fill(cache, compute_image, dataset.by_id(), num_workers, worker_index,
-                           'features (mirrored)' if mirrored else 'features', log)
+                           desc, log)
     info = {'images_computed': count,
             'sec_per_image': {k: v / count for k, v in timings.items()} if count else {}}
   info['bytes_per_image'] = cache.size_bytes() / max(1, len(cache.image_ids))

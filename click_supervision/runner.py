@@ -143,21 +143,26 @@ def stage_precompute(config, dataset, results, mirrored=None):
   if not _all_shards_done(features, config, results, 'features'):
     return None
   if config.features.store == 'maps':
+    detector = bool({'deep_mil', 'detector'} & set(config.stages))
     if mirrored is None:
-      mirrored = config.detector.flip and bool({'deep_mil', 'detector'} & set(config.stages))
-    mirrored_maps = None
-    if mirrored:
+      mirrored = config.detector.flip and detector
+    caches = {}
+    wanted = [('mirrored_maps', True, None)] if mirrored else []
+    if detector and (config.detector.finetune == 'upper' or config.detector.pool_cut):
+      wanted.append(('cut_maps', False, 'lower'))
+      if mirrored:
+        wanted.append(('mirrored_cut_maps', True, 'lower'))
+    for name, flipped, part in wanted:
       start = time.time()
-      mirrored_maps, info = precompute.compute_trunk_maps(dataset, config.features,
-                                                          config.data.cache_dir, mirrored=True,
-                                                          **workers)
-      results['timings_s']['features_mirrored'] = round(time.time() - start, 3)
-      if not _all_shards_done(mirrored_maps, config, results, 'features (mirrored)'):
+      caches[name], info = precompute.compute_trunk_maps(
+          dataset, config.features, config.data.cache_dir, mirrored=flipped, part=part,
+          **workers)
+      results['timings_s']['features_' + name] = round(time.time() - start, 3)
+      if not _all_shards_done(caches[name], config, results, f'features ({name})'):
         return None
     return bags_lib.TrunkMapBags(dataset.records, proposals, features,
                                  pool_size=config.features.pool_size,
-                                 context_scale=config.features.context_scale,
-                                 mirrored_maps=mirrored_maps)
+                                 context_scale=config.features.context_scale, **caches)
   return bags_lib.RoiFeatureBags(dataset.records, proposals, features)
 
 
@@ -370,13 +375,14 @@ def stage_deep_mil(config, dataset, selected, bags):
   area_model, _ = stage_area_model(config, dataset)
   _enable_determinism(config)
   summary_writer = summaries.writer(os.path.join(config.workdir, 'tensorboard', 'deep_mil'))
+  trunk = detector_trunk(config)
   result = deep_mil.run_deep_mil(
-      dataset.records, dataset.class_names, bags, clicks, mil_selections, config.mil,
-      config.detector, config.workdir, area_model=area_model,
+      dataset.records, dataset.class_names, bags, detector_source(config, bags, trunk), clicks,
+      mil_selections, config.mil, config.detector, config.workdir, area_model=area_model,
       folds=config.detector.deep_mil_folds, log=log, progress=PROGRESS,
       summary_writer=summary_writer,
       on_iteration=lambda t, i: summaries.write_iteration(summary_writer, t, i, 'deep_mil'),
-      strategy=strategy_of(config), **finetune_arguments(config))
+      strategy=strategy_of(config), trunk=trunk)
   localizations_lib.write_localizations(os.path.join(config.workdir, 'localizations.jsonl'),
                                         result['selections'], dataset.class_names)
   info = {k: v for k, v in result.items() if k not in ('selections', 'timings_s')}
@@ -384,16 +390,28 @@ def stage_deep_mil(config, dataset, selected, bags):
   return info
 
 
-def finetune_arguments(config):
-  """`trunk` and `image_settings` for `--detector_finetune=top|all` (empty for `none`): the
-  pretrained trunk the cache's maps came from and the cache's image scale."""
+def detector_trunk(config):
+  """The pretrained trunk the detector fine-tunes (None for `--detector_finetune=none`): the
+  one the caches' maps came from, cut in two parts when it can be (`backbones.CUTTABLE`)."""
   if config.detector.finetune == 'none':
-    return {}
+    return None
   from click_supervision import backbones  # pylint: disable=g-import-not-at-top
-  trunk = backbones.build_trunk(config.features.trunk, config.features.weights,
-                                cache_dir=config.data.cache_dir)
-  return {'trunk': trunk, 'image_settings': (config.features.short_side or None,
-                                             config.features.max_long_side)}
+  return backbones.build_trunk(config.features.trunk, config.features.weights,
+                               cache_dir=config.data.cache_dir,
+                               cut=config.features.trunk in backbones.CUTTABLE)
+
+
+def detector_source(config, bags, trunk=None):
+  """The detector's `InputSource` over a bag source's images in the mode of
+  `--detector_finetune` (`trunk`: `detector_trunk`'s, for the images' stride)."""
+  from click_supervision.detector import batches  # pylint: disable=g-import-not-at-top
+  image_settings = None
+  if trunk is not None:
+    image_settings = (config.features.short_side or None, config.features.max_long_side,
+                      int(trunk.feature_stride))
+  return batches.InputSource(bags, config.detector.finetune, config.detector.pool_cut,
+                             image_settings=image_settings,
+                             max_long_side=config.features.max_long_side)
 
 
 def strategy_of(config):
@@ -410,14 +428,14 @@ def _enable_determinism(config):
 
 def training_boxes(config, dataset):
   """The detector's training boxes: the final localisations, or drawn boxes."""
-  from click_supervision.detector import train as train_lib  # pylint: disable=g-import-not-at-top
+  from click_supervision.detector import batches  # pylint: disable=g-import-not-at-top
   if config.detector.supervision != 'mil':
-    return train_lib.training_boxes_from_ground_truth(dataset.records, config.detector.supervision)
+    return batches.training_boxes_from_ground_truth(dataset.records, config.detector.supervision)
   path = os.path.join(config.workdir, 'localizations.jsonl')
   if not os.path.exists(path):
     raise UserError(f'{path} does not exist: the detector trains on the localisations of the mil '
                     f'stage (add mil to --stages, or use --supervision=boxes)')
-  return train_lib.training_boxes_from_selections(
+  return batches.training_boxes_from_selections(
       localizations_lib.read_localizations(path, dataset.class_names))
 
 
@@ -441,11 +459,12 @@ def stage_detector(config, dataset, bags, results):
   from click_supervision.detector import train as train_lib  # pylint: disable=g-import-not-at-top
   _enable_determinism(config)
   summary_writer = summaries.writer(os.path.join(config.workdir, 'tensorboard', 'detector'))
-  finetune = finetune_arguments(config)
+  trunk = detector_trunk(config)
   model = train_lib.train_detector(
-      bags, training_boxes(config, dataset), len(dataset.class_names), config.detector,
-      os.path.join(config.workdir, 'detector'), strategy=strategy_of(config), log=log,
-      progress=PROGRESS, summary_writer=summary_writer, **finetune)
+      detector_source(config, bags, trunk), training_boxes(config, dataset),
+      len(dataset.class_names), config.detector, os.path.join(config.workdir, 'detector'),
+      strategy=strategy_of(config), log=log, progress=PROGRESS, summary_writer=summary_writer,
+      trunk=trunk)
 
   # --- the test split: its own proposals and trunk maps (cached like the training ones). ---
   same = (config.test_dataset, config.test_split) == (config.data.dataset, config.data.split)
@@ -461,9 +480,8 @@ def stage_detector(config, dataset, bags, results):
                       f'{len(dataset.class_names)})')
     test_bags = stage_precompute(dataclasses.replace(test_config, num_workers=1, worker_index=0),
                                  test_dataset, {'timings_s': {}}, mirrored=False)
-  detections = inference.detect_all(model, test_bags, test_dataset.records, config.detector,
-                                    progress=PROGRESS,
-                                    image_settings=finetune.get('image_settings'))
+  detections = inference.detect_all(model, detector_source(config, test_bags, trunk),
+                                    config.detector, progress=PROGRESS)
   inference.write_detections(os.path.join(config.workdir, 'detections.jsonl'), detections,
                              dataset.class_names)
   info = {'test_dataset': config.test_dataset, 'test_split': config.test_split,

@@ -150,9 +150,11 @@ SUPERVISION = flags.DEFINE_enum('supervision', _DETECTOR.supervision, list(confi
                                 'clicks, mil and deep_mil) or boxes_all (every drawn box).')
 DETECTOR_FINETUNE = flags.DEFINE_enum('detector_finetune', _DETECTOR.finetune,
                                       list(config_lib.DETECTOR_FINETUNES),
-                                      'none: train the head on the cached trunk maps (CPU); '
-                                      'top: also the last third of the trunk layers; all: the '
-                                      'whole trunk (BatchNorm frozen; for accelerators).')
+                                      'none: train the head on the cached trunk maps; upper: '
+                                      'also the trunk above its stride-16 cut, on the cached '
+                                      'maps of the part below (EfficientNet-Lite); top: the last '
+                                      'third of the trunk layers, all: the whole trunk, both on '
+                                      'the images (accelerators). BatchNorm stays frozen.')
 DETECTOR_HIDDEN_UNITS = flags.DEFINE_integer('detector_hidden_units', _DETECTOR.hidden_units,
                                              'Width of the fc6 and fc7 layers.', lower_bound=1)
 DETECTOR_EPOCHS = flags.DEFINE_float('detector_epochs', _DETECTOR.epochs,
@@ -201,3 +203,25 @@ DETECTOR_TRUNK_LR_FACTOR = flags.DEFINE_float(
     'detector_trunk_lr_factor', _DETECTOR.trunk_learning_rate_factor, 'With '
     '--detector_finetune=top|all: the trunk learns at this fraction of '
     '--detector_learning_rate.', lower_bound=0.0)
+DETECTOR_POOL_SIZE = flags.DEFINE_integer('detector_pool_size', _DETECTOR.pool_size,
+                                          'RoI grid side of the detector (MIL keeps '
+                                          '--feature_pool_size).', lower_bound=1)
+DETECTOR_POOL_CUT = flags.DEFINE_bool('detector_pool_cut', _DETECTOR.pool_cut, 'Also pool each '
+                                      'RoI from the stride-16 map of the trunk\'s cut '
+                                      '(EfficientNet-Lite; caches those maps).')
+DETECTOR_LR_SCHEDULE = flags.DEFINE_enum('detector_lr_schedule', _DETECTOR.lr_schedule,
+                                         list(config_lib.LR_SCHEDULES), 'step: x0.1 after 75 % '
+                                         'of the steps; cosine: down to 0 at the last step.')
+DETECTOR_WARMUP_STEPS = flags.DEFINE_integer('detector_warmup_steps', _DETECTOR.warmup_steps,
+                                             'Linear learning-rate warm-up steps.', lower_bound=0)
+DETECTOR_IGNORE_RULE = flags.DEFINE_enum(
+    'detector_ignore_rule', _DETECTOR.ignore_rule, list(config_lib.IGNORE_RULES),
+    'score: a background RoI apart from every training box of a class present in the image, '
+    'which the detector already scores above --detector_ignore_score for that class, is not '
+    'taught as background (it may be another instance); the same rule for every supervision.')
+DETECTOR_IGNORE_IOU = flags.DEFINE_float('detector_ignore_iou', _DETECTOR.ignore_iou, 'IoU below '
+                                         'which a RoI is apart from a training box.',
+                                         lower_bound=0.0, upper_bound=1.0)
+DETECTOR_IGNORE_SCORE = flags.DEFINE_float('detector_ignore_score', _DETECTOR.ignore_score,
+                                           'Class probability above which such a RoI is '
+                                           'ignored.', lower_bound=0.0, upper_bound=1.0)

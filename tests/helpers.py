@@ -87,3 +87,27 @@ def tiny_trunk(stride=4, channels=5):
   model.feature_stride = stride
   model.feature_offset = 0.0
   return model
+
+
+def tiny_cut_trunk(seed=1):
+  """A trunk cut in two like `backbones.build_trunk(cut=True)`: `lower` (stride 4, 3 channels,
+  offset 0) and `upper` (a stride-2 convolution on the lower map: stride 8, 4 channels); zero
+  'same' padding in both, as the real trunks."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from click_supervision import backbones  # pylint: disable=g-import-not-at-top
+  inputs = keras.Input([None, None, 3])
+  # A bias, so that the map of zero padding pixels is not zero (as in real trunks).
+  x = keras.layers.Conv2D(3, 4, strides=4, padding='same', name='l1', bias_initializer='ones',
+                          kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(
+                              inputs / 255.0)
+  lower = keras.Model(inputs, x, name='lower')
+  lower.feature_stride, lower.feature_offset = 4, 0.0
+  cut = keras.Input([None, None, 3])
+  y = keras.layers.Conv2D(4, 3, strides=2, padding='same', name='u1',
+                          kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1))(cut)
+  y = keras.layers.BatchNormalization(name='u_bn')(y)
+  upper = keras.Model(cut, y, name='upper')
+  # Its 3 x 3 stride-2 'same' convolution pads one cell at the bottom/right: cell j is centred
+  # on lower cell 2j + 1, image pixel 8j + 6.
+  upper.feature_stride, upper.feature_offset = 8, 2.0
+  return backbones.compose_trunk(lower, upper)

@@ -170,3 +170,19 @@ def test_lite2_classifies_a_real_photo(voc_dev_root):
                                               input_shape=(260, 260, 3))
   top5 = np.argsort(-model(image[None], training=False).numpy()[0])[:5].tolist()
   assert {820, 547, 565, 705} & set(top5), top5
+
+
+def test_the_cut_trunk_is_the_whole_trunk_in_two_parts():
+  from click_supervision import backbones  # pylint: disable=g-import-not-at-top
+  whole = backbones.build_trunk('efficientnet_lite0', 'imagenet')
+  cut = backbones.build_trunk('efficientnet_lite0', 'imagenet', cut=True)
+  image = np.random.default_rng(0).uniform(0, 255, size=(1, 96, 128, 3)).astype(np.float32)
+  np.testing.assert_array_equal(cut(image).numpy(), whole(image).numpy())
+  lower = cut.get_layer('lower')
+  assert lower(image).shape == (1, 6, 8, 112)  # Stage 5's output (after its residual add).
+  assert (cut.feature_stride, cut.feature_offset, cut.feature_channels) == (32, 15.5, 320)
+  assert (cut.cut_stride, cut.cut_offset, cut.cut_channels) == (16, 7.5, 112)
+  # Three quarters of the trunk's weights are above the cut (stages 6 and 7).
+  assert 0.7 < cut.get_layer('upper').count_params() / whole.count_params() < 0.8
+  with pytest.raises(Exception, match='cannot be cut'):
+    backbones.build_trunk('vgg16', 'none', cut=True)

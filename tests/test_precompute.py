@@ -127,3 +127,21 @@ def test_trunk_maps_give_the_features_of_the_trunk_run_directly(tmp_path):
   assert other.dir != proposals.dir
   _, info = precompute.compute_trunk_maps(dataset, config, root, trunk=trunk)
   assert info['images_computed'] == 0
+
+
+def test_the_cut_maps_give_the_whole_trunks_maps_through_the_upper_part(tmp_path):
+  """The lower part's maps are cached from images padded to the whole trunk's stride, so the
+  upper part run on a cached map gives the map the whole trunk gives (up to float16)."""
+  dataset = tiny_dataset(tmp_path, num_images=3)
+  trunk = helpers.tiny_cut_trunk()
+  config = precompute.FeatureConfig(short_side=0, max_long_side=0)
+  cut, _ = precompute.compute_trunk_maps(dataset, config, str(tmp_path / 'c'), trunk=trunk,
+                                         part='lower')
+  whole, _ = precompute.compute_trunk_maps(dataset, config, str(tmp_path / 'c'), trunk=trunk)
+  assert cut.dir != whole.dir  # Keyed apart.
+  cut_maps, whole_maps = dict(cut.iter_images()), dict(whole.iter_images())
+  for image_id, entry in cut_maps.items():
+    np.testing.assert_array_equal(entry['geometry'], [4, 0.0])
+    assert entry['map'].dtype == np.float16 and entry['map'].shape[0] % 2 == 0
+    top = trunk.get_layer('upper')(entry['map'][None].astype(np.float32)).numpy()[0]
+    np.testing.assert_allclose(top, whole_maps[image_id]['map'], atol=2e-2)

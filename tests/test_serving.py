@@ -9,7 +9,6 @@ import tensorflow as tf
 from PIL import Image
 
 from click_supervision import api
-from click_supervision import bags as bags_lib
 from click_supervision import config as config_lib
 from click_supervision import export
 from click_supervision import features as features_lib
@@ -19,7 +18,7 @@ from click_supervision import predict
 from click_supervision import proposals as proposals_lib
 from click_supervision import report
 from click_supervision.datasets import images as images_lib
-from click_supervision.detector import inference
+from click_supervision.detector import serving
 from click_supervision.errors import UserError
 
 
@@ -57,36 +56,44 @@ def test_exported_model_gives_the_in_process_detections(boxes_run):
   _, run, model_dir = boxes_run
   loaded = api.Detector.load(model_dir)
   assert loaded.class_names == run.class_names
-  # The in-process reference: the NumPy test path (`inference.detect`) on features pooled from
-  # the served model's trunk, for the same image and proposals.
+  # The reference: the serving recipe's functions called eagerly on the served model, for the
+  # same image and proposals; the SavedModel runs them inside its graph.
   model, metadata = export.serving_model(run.workdir)
   image_path = first_test_image(run)
   image = images_lib.load_image(image_path)
   proposals = loaded.proposals(image)
   pixels, factors = features_lib.prepare_image(image, *metadata['image_settings'],
                                                model.feature_stride)
-  maps = model.trunk(pixels, training=False)
-  pooled = model.roi_pooling(maps, tf.constant(proposals * factors),
-                             tf.zeros([len(proposals)], tf.int32))
-  bag = bags_lib.Bag('x', proposals, np.ones(len(proposals), np.float32),
-                     bags_lib.l2_normalize(tf.reshape(pooled, [len(proposals), -1]).numpy()))
-  boxes, labels, scores = inference.detect(inference.HeadRunner(model), bag, *image.shape[:2],
-                                           export.detector_config_of(metadata))
+  probabilities, deltas = serving.model_outputs(model, {'images': pixels}, proposals, factors)
+  config = export.detector_config_of(metadata)
+  eager = serving.detections(probabilities, deltas, proposals, *image.shape[:2],
+                             config.score_threshold, config.nms_iou, config.max_detections)
   found = loaded.detect(image, proposals)
-  assert len(scores) > 0
-  np.testing.assert_allclose(found['scores'], scores, rtol=1e-3, atol=1e-5)
-  np.testing.assert_array_equal(found['labels'], labels)
-  np.testing.assert_allclose(found['boxes'], boxes, rtol=1e-3, atol=0.05)
+  assert len(eager['scores']) > 0
+  np.testing.assert_allclose(found['scores'], eager['scores'], rtol=1e-4, atol=1e-6)
+  np.testing.assert_array_equal(found['labels'], eager['classes'].numpy())
+  np.testing.assert_allclose(found['boxes'], eager['boxes'], rtol=1e-4, atol=0.01)
   # The run's in-process Detector serves the same graph.
   in_process = run.detector().detect(image, proposals)
   np.testing.assert_allclose(in_process['scores'], found['scores'], rtol=1e-4, atol=1e-6)
+  # The run's own test (float16 cached maps) found the same best detection.
+  image_id = first_test_record(run)['image_id']
+  with open(f'{run.workdir}/detections.jsonl') as f:
+    rows = [json.loads(line) for line in f]
+  best = max((r for r in rows if r['image_id'] == image_id), key=lambda r: r['score'])
+  assert best['class'] == found['classes'][0]
+  assert best['score'] == pytest.approx(float(found['scores'][0]), rel=1e-2)
 
 
-def first_test_image(run):
+def first_test_record(run):
   from click_supervision import datasets  # pylint: disable=g-import-not-at-top
   data = run.results['config']['data']
   dataset = datasets.load_dataset('synthetic:smoke', 'test', cache_dir=data['cache_dir'])
-  return dataset.records[0]['path']
+  return dataset.records[0]
+
+
+def first_test_image(run):
+  return first_test_record(run)['path']
 
 
 def test_predict_draws_the_boxes_it_returns(boxes_run, tmp_path, capsys):
@@ -168,20 +175,3 @@ def test_report_draws_runs_and_prints_hand_computed_factors(boxes_run, capsys):
   assert f'| {pairs * 1.87 / 3600:.2f} | {34.5 / 1.87:.1f} |' in rows['one click']
   assert f'| {pairs * 34.5 / 3600:.2f} | 1.0 |' in rows['boxes']
   assert f'{one_click.corloc:.3f}' in rows['one click']
-
-
-@pytest.mark.parametrize('size,short_side,max_long_side', [
-    ((37, 53), 600, 1000),    # upscaled, odd sizes
-    ((500, 375), 600, 1000),  # VOC-like portrait, upscaled
-    ((90, 400), 600, 1000),   # capped by the long side
-    ((333, 250), 200, 0),     # downscaled (antialiased), no cap
-    ((48, 64), None, None),   # native size: padding only
-])
-def test_serving_image_preparation_matches_the_cache(size, short_side, max_long_side):
-  rng = np.random.default_rng(sum(size))
-  image = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
-  expected, expected_factors = features_lib.prepare_image(image, short_side, max_long_side, 16)
-  pixels, factors = export._prepare(tf.constant(image), short_side, max_long_side, 16)  # pylint: disable=protected-access
-  assert pixels.shape == expected.shape
-  np.testing.assert_allclose(pixels.numpy(), expected.numpy(), atol=1e-3)
-  np.testing.assert_allclose(factors.numpy(), expected_factors, rtol=1e-6)

@@ -77,9 +77,12 @@ def trunk_outputs(variant='lite0'):
   blocks = VARIANTS[variant][0]
   stage5_blocks, stage5_channels = blocks[4][3], blocks[4][4]
   return {
-      # Output of stage 5 (the last stride-16 stage).
+      # Output of stage 5 (the last stride-16 stage) before its last block's residual add.
       'block5': (f'block5{string.ascii_lowercase[stage5_blocks - 1]}_project_bn', 16,
                  stage5_channels),
+      # Output of stage 5 after the residual add: exactly the input of stage 6, where a trunk is
+      # cut into a frozen, cached lower part and a trainable upper part (`CUT`).
+      'stage5': (f'block5{string.ascii_lowercase[stage5_blocks - 1]}_add', 16, stage5_channels),
       # The expanded (6 x stage 5) activation of the first block of stage 6, before its stride-2
       # depthwise conv: the widest stride-16 map.
       'block6_expand': ('block6a_expand_activation', 16, blocks[5][0] * stage5_channels),
@@ -91,6 +94,9 @@ def trunk_outputs(variant='lite0'):
 
 
 TRUNK_OUTPUTS = trunk_outputs('lite0')
+# The trunk output where the detector cuts the trunk (`split_trunk`): stride 16, the input of the
+# first stride-32 stage. Above it, Lite0 has 5 blocks (stages 6 and 7) and 76 % of its weights.
+CUT = 'stage5'
 
 
 def weights_path(variant='lite0'):
@@ -166,7 +172,7 @@ def efficientnet_lite0(weights='imagenet', include_top=True, output='block7', in
 
 
 def efficientnet_lite(variant='lite0', weights='imagenet', include_top=True, output='block7',
-                      input_shape=None, name=None):
+                      input_shape=None, name=None, start=None):
   """Builds EfficientNet-Lite0, -Lite1 or -Lite2 as a functional Keras model.
 
   Args:
@@ -181,6 +187,9 @@ def efficientnet_lite(variant='lite0', weights='imagenet', include_top=True, out
       'block6_expand' (stride 16; Lite0 672).
     input_shape: (H, W, 3); default (224, 224, 3) with the top and (None, None, 3) without.
     name: model name; default 'efficientnet_<variant>' or 'efficientnet_<variant>_<output>'.
+    start: None (the model takes images) or `CUT` ('stage5'): the upper part of a trunk, taking
+      the stage-5 map (float32 [B, h, w, stage-5 channels], stride 16) and running stages 6 and
+      7 (and the head conv for output 'head'); `output` must then be 'block7' or 'head'.
   Returns:
     keras.Model taking float32 [B, H, W, 3] RGB in [0, 255]. With the top it returns float32
     logits [B, 1000] (ImageNet class indices; softmax not applied). Without it returns float32
@@ -198,22 +207,31 @@ def efficientnet_lite(variant='lite0', weights='imagenet', include_top=True, out
       input_shape = (CLASSIFIER_SIZE, CLASSIFIER_SIZE, 3)
   elif output not in outputs:
     raise ValueError(f'output={output!r}; choose one of {sorted(outputs)}')
-  if input_shape is None:
-    input_shape = (None, None, 3)
+  if start not in (None, CUT):
+    raise ValueError(f'start={start!r}; choose None or {CUT!r}')
+  if start and (include_top or output not in ('block7', 'head')):
+    raise ValueError(f'a trunk starting at {start!r} ends at block7 or head, not {output!r}')
+  stages = VARIANTS[variant][0]
   stop_layer = None if include_top else outputs[output][0]
 
-  inputs = keras.Input(shape=input_shape, dtype='float32', name='image')
-  # (x - 127) / 128 as one affine op, so callers pass raw 0-255 RGB.
-  x = keras.layers.Rescaling(scale=1.0 / 128.0, offset=-127.0 / 128.0, name='rescaling')(inputs)
-  x = keras.layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding='same', use_bias=False,
-                          name='stem_conv')(x)
-  x = _bn('stem_bn')(x)
-  x = _relu6('stem_activation')(x)
+  if start is None:
+    inputs = keras.Input(shape=input_shape or (None, None, 3), dtype='float32', name='image')
+    # (x - 127) / 128 as one affine op, so callers pass raw 0-255 RGB.
+    x = keras.layers.Rescaling(scale=1.0 / 128.0, offset=-127.0 / 128.0, name='rescaling')(inputs)
+    x = keras.layers.Conv2D(STEM_CHANNELS, 3, strides=2, padding='same', use_bias=False,
+                            name='stem_conv')(x)
+    x = _bn('stem_bn')(x)
+    x = _relu6('stem_activation')(x)
+    in_channels, first_stage = STEM_CHANNELS, 0
+  else:  # The upper part: stages 6 and 7 on the stage-5 map.
+    in_channels, first_stage = stages[4][4], 5
+    inputs = keras.Input(shape=input_shape or (None, None, in_channels), dtype='float32',
+                         name='stage5_map')
+    x = inputs
 
   features = None
-  prefixes = iter(_block_names(variant))
-  in_channels = STEM_CHANNELS
-  for expand_ratio, kernel_size, stride, repeats, out_channels in VARIANTS[variant][0]:
+  prefixes = iter(_block_names(variant)[sum(s[3] for s in stages[:first_stage]):])
+  for expand_ratio, kernel_size, stride, repeats, out_channels in stages[first_stage:]:
     for i in range(repeats):
       prefix = next(prefixes)
       if stop_layer == f'{prefix}_expand_activation':
@@ -226,7 +244,7 @@ def efficientnet_lite(variant='lite0', weights='imagenet', include_top=True, out
       x = _mbconv(x, prefix, in_channels, expand_ratio, kernel_size, stride if i == 0 else 1,
                   out_channels)
       in_channels = out_channels
-      if stop_layer == f'{prefix}_project_bn':
+      if stop_layer in (f'{prefix}_project_bn', f'{prefix}_add'):
         features = x
         break
     if features is not None:
@@ -244,7 +262,8 @@ def efficientnet_lite(variant='lite0', weights='imagenet', include_top=True, out
       features = x
 
   if name is None:
-    name = f'efficientnet_{variant}' + ('' if include_top else f'_{output}')
+    name = (f'efficientnet_{variant}' + ('' if include_top else f'_{output}') +
+            (f'_from_{start}' if start else ''))
   model = keras.Model(inputs, features, name=name)
   model.variant = variant
   if include_top:

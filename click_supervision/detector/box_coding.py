@@ -8,11 +8,12 @@ order is (y, x, h, w), matching the box convention.
 """
 
 import numpy as np
+import tensorflow as tf
 
 TARGET_STDS = np.array([0.1, 0.1, 0.2, 0.2], np.float32)
 # exp() of a delta larger than this would grow a box by more than 1000/16 ~ 62x: clamp, as
 # Detectron does, so one wild prediction cannot overflow.
-MAX_LOG_SCALE = np.log(1000.0 / 16.0)
+MAX_LOG_SCALE = float(np.log(1000.0 / 16.0))
 
 
 def _center_size(boxes):
@@ -36,21 +37,24 @@ def encode(rois, targets):
 
 
 def decode(rois, deltas):
-  """The boxes `deltas` (as `encode` gives them) make of `rois`.
+  """The boxes `deltas` (as `encode` gives them) make of `rois`, in TensorFlow ops (eager or in a
+  `tf.function`; the serving recipe, `detector.serving`, decodes with it).
 
   Args:
     rois: float [N, 4] pixel boxes.
     deltas: float [N, 4] or [N, K, 4] normalised deltas (K boxes per RoI, e.g. one per class).
   Returns:
-    float32 boxes of the shape of `deltas`.
+    float32 tensor of boxes of the shape of `deltas`.
   """
-  center, size = _center_size(rois)
-  deltas = np.asarray(deltas, np.float32)
-  squeeze = deltas.ndim == 2
+  rois = tf.convert_to_tensor(rois, tf.float32)
+  deltas = tf.convert_to_tensor(deltas, tf.float32)
+  squeeze = deltas.shape.rank == 2
   if squeeze:
     deltas = deltas[:, None]
+  size = tf.maximum(rois[:, 2:] - rois[:, :2], 1e-3)
+  center = rois[:, :2] + size / 2
   deltas = deltas * TARGET_STDS
   new_center = center[:, None] + deltas[..., :2] * size[:, None]
-  new_size = size[:, None] * np.exp(np.minimum(deltas[..., 2:], MAX_LOG_SCALE))
-  boxes = np.concatenate([new_center - new_size / 2, new_center + new_size / 2], axis=-1)
+  new_size = size[:, None] * tf.exp(tf.minimum(deltas[..., 2:], MAX_LOG_SCALE))
+  boxes = tf.concat([new_center - new_size / 2, new_center + new_size / 2], axis=-1)
   return boxes[:, 0] if squeeze else boxes

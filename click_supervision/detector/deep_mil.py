@@ -1,4 +1,4 @@
-"""Deep MIL (PAPER.md 5): more MIL iterations whose appearance model is the detector.
+"""Deep MIL (docs/method.md): more MIL iterations whose appearance model is the detector.
 
 Each iteration trains the detector on the current localisations (`detector.train`) and
 re-localises every positive pair with the same combined score as SVM MIL (`mil.relocalize_image`:
@@ -21,18 +21,21 @@ import numpy as np
 
 from click_supervision import localizations as localizations_lib
 from click_supervision import mil as mil_lib
+from click_supervision.detector import batches as batches_lib
 from click_supervision.detector import scorer as scorer_lib
 from click_supervision.detector import train as train_lib
 
 
-def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mil_config,
-                 config, workdir, area_model=None, folds=1, log=print, progress=None,
-                 summary_writer=None, on_iteration=None, trunk=None, image_settings=None,
+def run_deep_mil(records, class_names, bags, source, selected_clicks, mil_selections,
+                 mil_config, config, workdir, area_model=None, folds=1, log=print,
+                 progress=None, summary_writer=None, on_iteration=None, trunk=None,
                  strategy=None):
   """Runs `config.deep_mil_iterations` iterations after SVM MIL.
 
   Args:
-    records, class_names, bags, selected_clicks, area_model: as `mil.run_mil`.
+    records, class_names, bags, selected_clicks, area_model: as `mil.run_mil` (the bags give
+      the proposals and objectness the cues are computed on).
+    source: `detector.batches.InputSource` over the same images, in the detector's mode.
     mil_selections: `mil.run_mil`'s `selections` (pair -> dict with `box`, `index`, `score`,
       `iteration`, `split`): where deep MIL starts.
     mil_config: the `MilConfig` of the MIL run (cues, fusion, normalisation).
@@ -41,7 +44,7 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
     folds: K detectors per iteration (module docstring).
     log, progress, summary_writer: as `detector.train.train_detector`.
     on_iteration: optional callable(iteration, info dict with `corloc` and `changes`).
-    trunk, image_settings: for `config.finetune` `top` / `all` (`train.train_detector`).
+    trunk: for `config.finetune` other than `none` (`train.train_detector`).
     strategy: the `tf.distribute.Strategy` the detectors train under (default: the default one).
   Returns:
     dict with `selections` (as `mil_selections`, after the last iteration),
@@ -64,20 +67,20 @@ def run_deep_mil(records, class_names, bags, selected_clicks, mil_selections, mi
       log(f'deep mil: iteration {iteration} read from {path}')
     else:
       start = time.time()
-      training_boxes = train_lib.training_boxes_from_selections(selections)
+      training_boxes = batches_lib.training_boxes_from_selections(selections)
       models = []
       for fold in range(folds):
         train_ids = [i for i in bags.image_ids if folds == 1 or image_folds[i] != fold]
         models.append(train_lib.train_detector(
-            bags.subset(train_ids), {i: training_boxes[i] for i in train_ids
-                                     if i in training_boxes},
+            source.subset(train_ids), {i: training_boxes[i] for i in train_ids
+                                       if i in training_boxes},
             len(class_names), train_config,
             os.path.join(folder, f'detector_{iteration}_{fold}'),
             strategy=strategy, log=log, progress=progress, summary_writer=summary_writer,
-            trunk=trunk, image_settings=image_settings))
+            trunk=trunk))
       timings['train'] += time.time() - start
       start = time.time()
-      scorer = scorer_lib.DetectorScorer(models, bags, image_settings)
+      scorer = scorer_lib.DetectorScorer(models, source)
       new = _relocalize(problem, bags, scorer, image_folds if folds >
                         1 else None, area_model, mil_config, iteration, progress,
                         refine=config.deep_mil_refine)

@@ -66,3 +66,33 @@ def sample_rois(proposals, boxes, labels, num_rois, rng, foreground_fraction=0.2
     roi_labels[:num_foreground] = labels[best[foreground]] + 1
     targets[:num_foreground] = box_coding.encode(rois[:num_foreground], boxes[best[foreground]])
   return {'rois': rois, 'labels': roi_labels, 'targets': targets}
+
+
+def other_instance_candidates(rois, boxes, labels, num_classes, max_iou=0.1):
+  """Which classes each RoI could be another, unboxed instance of (`DetectorConfig.ignore_rule`).
+
+  The training boxes of an image say where one instance of each present class is, not that the
+  rest of the image is background. A RoI overlapping no training box of a present class c by
+  IoU >= `max_iou` (it is not that instance, nor a part of it or a box around it) could be
+  another instance of c; the training step ignores such a background RoI when the detector
+  already scores it high for c.
+
+  Args:
+    rois: float32 [R, 4] pixel boxes.
+    boxes: float32 [G, 4] the image's training boxes.
+    labels: int [G] their class indices (the present classes).
+    num_classes: C.
+    max_iou: IoU below which a RoI is apart from a box.
+  Returns:
+    float32 [R, C]: 1 where class c is present and the RoI is apart from all of c's boxes.
+  """
+  rois = np.asarray(rois, np.float32).reshape(-1, 4)
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  labels = np.asarray(labels, np.int64).reshape(-1)
+  out = np.zeros((len(rois), num_classes), np.float32)
+  if not len(boxes) or not len(rois):
+    return out
+  iou = box_lib.pairwise_iou(rois, boxes)
+  for c in np.unique(labels):
+    out[:, c] = iou[:, labels == c].max(axis=1) < max_iou
+  return out

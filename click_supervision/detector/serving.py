@@ -1,0 +1,94 @@
+"""The test-time recipe, written once in TensorFlow: model outputs -> decoded class boxes ->
+per-class NMS, plus the model call on one image's input.
+
+Fast R-CNN's test: every proposal is scored by the (C+1)-way softmax and moved by its class's box
+deltas; the class boxes are clipped to the image; per class, boxes scoring below
+`score_threshold` are dropped and the rest go through NMS at `nms_iou`; the `max_detections` best
+over all classes are kept (`tf.image.combined_non_max_suppression` does the last three).
+
+In-process detection (`detector.inference`), deep MIL's scoring (`detector.scorer`) and the
+SavedModel's `serve` (`export`) all call these functions; each works eagerly and inside a
+`tf.function`. Image preparation is `features.prepare_image_tf`, the same ops the caches used.
+"""
+
+import tensorflow as tf
+
+from click_supervision.detector import box_coding
+
+
+def model_outputs(model, inputs, proposals, factors):
+  """The head's outputs for one image's proposals.
+
+  Args:
+    model: `detector.FastRcnn`.
+    inputs: dict with the model's per-image input, each with a batch axis of 1 (`images`
+      float32 [1, H, W, 3] from `prepare_image_tf`, or cached `feature_maps` / `cut_maps`).
+    proposals: float32 [P, 4] pixels of the original image.
+    factors: float32 [4], original pixels -> prepared pixels.
+  Returns:
+    (class probabilities float32 [P, C + 1], box deltas float32 [P, C, 4]).
+  """
+  proposals = tf.convert_to_tensor(proposals, tf.float32)
+  model_inputs = dict(inputs, boxes=proposals * tf.cast(factors, tf.float32),
+                      box_indices=tf.zeros(tf.shape(proposals)[:1], tf.int32))
+  out = model(model_inputs, training=False)
+  return tf.nn.softmax(out['class_logits']), out['box_deltas']
+
+
+def detections(probabilities, deltas, proposals, height, width, score_threshold, nms_iou,
+               max_detections):
+  """Detections of one image from the head's outputs.
+
+  Args:
+    probabilities: float32 [P, C + 1] class probabilities (0 = background).
+    deltas: float32 [P, C, 4] class-specific box deltas (`box_coding.encode`).
+    proposals: float32 [P, 4] pixels.
+    height, width: the image size in pixels (class boxes are clipped to it).
+    score_threshold, nms_iou, max_detections: `DetectorConfig`'s test settings.
+  Returns:
+    dict `boxes` float32 [D, 4] pixels, `classes` int32 [D] class indices, `scores` float32
+    [D], by descending score, D <= max_detections.
+  """
+  height = tf.cast(height, tf.float32)
+  width = tf.cast(width, tf.float32)
+  boxes = box_coding.decode(proposals, deltas)  # [P, C, 4]
+  boxes = tf.clip_by_value(boxes, 0.0, tf.stack([height, width, height, width]))
+  scores = probabilities[:, 1:]
+  # A box clipped to nothing is no detection: its score goes under the threshold.
+  empty = (boxes[..., 2] <= boxes[..., 0]) | (boxes[..., 3] <= boxes[..., 1])
+  scores = tf.where(empty, tf.zeros_like(scores), scores)
+  found = tf.image.combined_non_max_suppression(
+      boxes[None], scores[None], max_output_size_per_class=max_detections,
+      max_total_size=max_detections, iou_threshold=nms_iou, score_threshold=score_threshold,
+      clip_boxes=False)
+  count = found.valid_detections[0]
+  return {'boxes': found.nmsed_boxes[0, :count],
+          'classes': tf.cast(found.nmsed_classes[0, :count], tf.int32),
+          'scores': found.nmsed_scores[0, :count]}
+
+
+def make_detect_function(model, config):
+  """One image's detections from its model input, as a retrace-sparing `tf.function`.
+
+  Args:
+    model: `detector.FastRcnn`.
+    config: `DetectorConfig` (score_threshold, nms_iou, max_detections).
+  Returns:
+    detect(inputs, proposals, factors, height, width) -> `detections`' dict (inputs and
+    proposals as `model_outputs`).
+  """
+
+  @tf.function(reduce_retracing=True)
+  def detect(inputs, proposals, factors, height, width):
+    probabilities, deltas = model_outputs(model, inputs, proposals, factors)
+    return detections(probabilities, deltas, proposals, height, width, config.score_threshold,
+                      config.nms_iou, config.max_detections)
+
+  return detect
+
+
+def make_score_function(model):
+  """Class probabilities and box deltas of one image's proposals (deep MIL's appearance score)
+  as a `tf.function`: score(inputs, proposals, factors) -> (float32 [P, C + 1], [P, C, 4])."""
+  return tf.function(lambda inputs, proposals, factors: model_outputs(
+      model, inputs, proposals, factors), reduce_retracing=True)
