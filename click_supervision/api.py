@@ -26,18 +26,14 @@ def train(config):
   """Runs the configured stages (`runner.run`); returns the `Run`.
 
   Args:
-    config: `config.Config` (its `workdir` is the run folder; empty: `runs/python_api`).
+    config: `config.Config` (its `workdir` is the run folder; empty: the driver's default,
+      `runs/<dataset>_<split>_clicks<N>_seed<S>`).
   Raises:
     UserError (bad input: the message names the file and the problem), as the driver's
     `error:` lines.
   """
-  import dataclasses  # pylint: disable=g-import-not-at-top
   from click_supervision import runner  # pylint: disable=g-import-not-at-top
-  if not config.workdir:
-    config = dataclasses.replace(config, workdir=os.path.abspath(os.path.join('runs',
-                                                                              'python_api')))
-  runner.run(config)
-  return Run(config.workdir)
+  return Run(os.path.dirname(runner.run(config)))
 
 
 class Run:

@@ -15,11 +15,8 @@ bounded by the pools, not by the number of images.
 """
 
 import dataclasses
-import warnings
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.svm import LinearSVC
 
 
 @dataclasses.dataclass
@@ -281,18 +278,6 @@ def fit_svms(features, labels, masks, c=1.0, tol=1e-3, max_newton=50, max_cg=200
     loss, gradient, active = objective(w)
   w = np.where(valid, w, 0.0)
   return w[:-1].T.copy(), w[-1].copy()
-
-
-def fit_liblinear(positives, negatives, c, tol):
-  """One linear SVM with liblinear's primal solver, the reference `fit_svms` is checked against:
-  (w float32 [D], b)."""
-  x = np.concatenate([positives, negatives])
-  y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
-  svm = LinearSVC(C=c, class_weight='balanced', max_iter=2000, dual=False, tol=tol)
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', ConvergenceWarning)
-    svm.fit(x, y)
-  return svm.coef_[0].astype(np.float32), float(svm.intercept_[0])
 
 
 class SvmTrainer:

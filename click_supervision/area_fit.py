@@ -1,4 +1,4 @@
-"""Where mu(d) of the box-area cue comes from (PAPER.md 4.2): the policy, in one place.
+"""Where mu(d) of the box-area cue comes from (docs/method.md, section 4): the policy, in one place.
 
 mu(d) predicts an object's log area from the distance between its two clicks. It is fitted on
 boxes the learner never localises:
@@ -35,6 +35,7 @@ import numpy as np
 from click_supervision import atomic
 from click_supervision import clicks as clicks_lib
 from click_supervision import cues as cues_lib
+from click_supervision import errors
 from click_supervision.errors import UserError
 
 SHIPPED = 'area_model_photos.json'
@@ -156,14 +157,15 @@ def write_shipped(path, fit_data, noise=0.1, instance='area', seed=0, command=''
 
 def main(argv=None):
   import argparse  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
   from click_supervision import datasets  # pylint: disable=g-import-not-at-top
+  from click_supervision import tf_logs  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description='Refit the shipped mu(d) of the box-area cue.')
   parser.add_argument('--dataset', required=True, help='a --dataset value of photos with boxes')
   parser.add_argument('--split', default='trainval')
   parser.add_argument('--out', required=True)
   parser.add_argument('--cache_dir', default=None)
   args = parser.parse_args(argv)
+  tf_logs.quiet()  # The TFDS sources import TensorFlow.
   from click_supervision import cache as cache_lib  # pylint: disable=g-import-not-at-top
   try:
     fit_data = datasets.load_dataset(args.dataset, args.split,
@@ -172,8 +174,7 @@ def main(argv=None):
                f'--split={args.split} --out={args.out}')
     model = write_shipped(args.out, fit_data, command=command)
   except (UserError, cues_lib.AreaFitError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(1)
+    errors.fail(e)
   print(f'mu(d) = {model.a0:.3f} + {model.a1:.3f} log d, sigma {model.sigma:.3f}, '
         f'{model.num_pairs} pairs; written to {args.out}')
 

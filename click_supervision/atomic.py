@@ -102,9 +102,33 @@ def write_jsonl(path, rows):
       f.write(dumps_strict(row) + '\n')
 
 
+def save_keras_model(model, path):
+  """`model.save(path)` atomically: Keras writes a temporary `.keras` file beside `path` (it
+  wants the extension), which is fsync'ed and renamed over `path`."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.',
+                             suffix=TEMP_SUFFIX + '.keras')
+  os.close(fd)
+  try:
+    model.save(tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+  _fsync_folder(folder)
+
+
 def is_temp_file(name):
   """True for a temporary file name this module (or the `mkstemp` writers before it) makes."""
-  return name.endswith(TEMP_SUFFIX) and (name.startswith('.') or name.startswith('tmp'))
+  return (name.endswith(TEMP_SUFFIX) or name.endswith(TEMP_SUFFIX + '.keras')) and (
+      name.startswith('.') or name.startswith('tmp'))
 
 
 def remove_stale_temp_files(folder, min_age_s=0.0, recursive=False, log=None):

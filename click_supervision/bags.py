@@ -3,21 +3,19 @@
 The learner (`mil`) and, later, the detector read images only through a bag source, so where
 features come from is decided here:
 
-  TrunkMapBags     pools every proposal's feature from the cached trunk map on demand (the
-                   default; `precompute.compute_trunk_maps`); nothing per proposal is stored.
-  RoiFeatureBags   reads one cached feature row per proposal (`FeatureConfig.store='rois'`, the
-                   store before trunk maps; kept for comparisons and small tests).
+  TrunkMapBags     pools every proposal's feature from the cached trunk map on demand
+                   (`precompute.compute_trunk_maps`); nothing per proposal is stored.
 
-Both give the same `Bag`s in the same (cache) order, and both add the whole-image box when the
-proposals lack it: the paper's initialisation starts from it, and an image without any proposal
+Other sources (the tests' toy sources) subclass `_BagSource`. Bags come in cache order, with the
+whole-image box added when the proposals lack it: the paper's initialisation starts from it, and an image without any proposal
 (a blank photo) is still a bag with one member instead of a crash.
 """
 
 import dataclasses
-import hashlib
-import json
 
 import numpy as np
+
+from click_supervision import cache as cache_lib
 
 
 @dataclasses.dataclass
@@ -162,16 +160,19 @@ class TrunkMapBags(_BagSource):
     mirrored_maps: optional cache of the mirrored images' maps (the detector's flips).
     cut_maps, mirrored_cut_maps: optional caches of the maps where the trunk is cut
       (`precompute.trunk_maps_cache(part='lower')`), which the detector trains from.
+    scales: optional dict short side -> `TrunkMapBags` of the same images with maps of the
+      images prepared at that short side (the detector's multi-scale training and test).
   """
 
   def __init__(self, records, proposals, trunk_maps, pool_size=3, context_scale=0.0,
-               mirrored_maps=None, cut_maps=None, mirrored_cut_maps=None):
+               mirrored_maps=None, cut_maps=None, mirrored_cut_maps=None, scales=None):
     super().__init__(records, proposals, trunk_maps)
     self.pool_size = pool_size
     self.context_scale = context_scale
     self.mirrored_maps = mirrored_maps
     self.cut_maps = cut_maps
     self.mirrored_cut_maps = mirrored_cut_maps
+    self.scales = dict(scales or {})
     self._poolers = {}
     self.key = _key('maps', proposals.key, trunk_maps.key, pool_size, context_scale)
 
@@ -221,30 +222,5 @@ class TrunkMapBags(_BagSource):
     return boxes, scores, maps[image_id]
 
 
-class RoiFeatureBags(_BagSource):
-  """Bags read from a cache with one feature row per proposal (`features` field, float [P, D]).
-
-  The whole-image box, when added, takes the feature of the proposal best overlapping it (the
-  cache has no row for it).
-  """
-
-  def __init__(self, records, proposals, features):
-    super().__init__(records, proposals, features)
-    self.key = _key('rois', proposals.key, features.key)
-
-  def _bag(self, image_id, proposal_data, feature_data):
-    boxes, scores = self._boxes(image_id, proposal_data)
-    feats = np.asarray(feature_data['features'], np.float32)
-    if len(boxes) > len(feats):  # The appended whole-image box borrows its nearest row.
-      if len(feats):
-        from click_supervision import boxes as box_lib  # pylint: disable=g-import-not-at-top
-        nearest = int(np.argmax(box_lib.pairwise_iou(boxes[-1:], boxes[:-1])[0]))
-        extra = feats[nearest:nearest + 1]
-      else:
-        extra = np.zeros((1, feats.shape[-1]), np.float32)
-      feats = np.concatenate([feats.reshape(-1, extra.shape[1]), extra])
-    return Bag(image_id, boxes, scores, l2_normalize(feats))
-
-
 def _key(*parts):
-  return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+  return cache_lib.fingerprint(list(parts))

@@ -32,6 +32,8 @@ import os
 import sys
 import time
 
+from click_supervision import errors
+from click_supervision import tf_logs
 from click_supervision.errors import UserError
 
 STAGES = ('proposals', 'features')
@@ -73,6 +75,7 @@ class FillShard:
     self._dataset = self._generator = self._trunk = None
 
   def setup(self):
+    tf_logs.quiet()  # A worker process may be new: its TensorFlow import is quiet too.
     self._dataset = _load_dataset(self.spec, self.split, self.cache_dir)
 
   def process(self, element):
@@ -88,8 +91,8 @@ class FillShard:
       if self._generator is None:
         self._generator = proposals_lib.ProposalGenerator(self.proposal_config)
       _, info = precompute.compute_proposals(
-          self._dataset, self.proposal_config, self.cache_dir, num_workers=cache.num_shards,
-          worker_index=shard, log=_quiet, generator=self._generator)
+          self._dataset, self.proposal_config, self.cache_dir, num_jobs=cache.num_shards,
+          job_index=shard, log=_quiet, generator=self._generator)
     else:
       from click_supervision import backbones  # pylint: disable=g-import-not-at-top
       cache = precompute.trunk_maps_cache(self._dataset, self.feature_config, self.cache_dir)
@@ -98,8 +101,8 @@ class FillShard:
                                             self.feature_config.weights,
                                             cache_dir=self.cache_dir)
       _, info = precompute.compute_trunk_maps(
-          self._dataset, self.feature_config, self.cache_dir, num_workers=cache.num_shards,
-          worker_index=shard, log=_quiet, trunk=self._trunk)
+          self._dataset, self.feature_config, self.cache_dir, num_jobs=cache.num_shards,
+          job_index=shard, log=_quiet, trunk=self._trunk)
     yield stage, shard, info['images_computed'], time.time() - start
 
 
@@ -178,8 +181,10 @@ def main(argv=None):
   parser.add_argument('--feature_short_side', type=int,
                       default=config_lib.FeatureConfig.short_side)
   args, beam_args = parser.parse_known_args(argv)
+  tf_logs.quiet()
   stages = tuple(s.strip() for s in args.stages.split(',') if s.strip())
-  try:
+
+  def body():
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
       raise UserError(f'--stages: unknown stage {unknown[0]!r}; stages are {",".join(STAGES)}')
@@ -191,10 +196,9 @@ def main(argv=None):
                                          weights=args.weights, short_side=args.feature_short_side)
     run(args.dataset, args.split, os.path.abspath(args.cache_dir), proposal_config,
         feature_config, beam_args, stages)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 1
-  return 0
+
+  # Every finished shard is in the cache: a rerun computes only the rest.
+  return errors.run_command(body, interrupted=errors.INTERRUPTED_RESUMABLE)
 
 
 if __name__ == '__main__':

@@ -12,13 +12,14 @@ Guarantees:
   * resumable: finished shards are skipped on a rerun;
   * checked: a shard is accepted only if it opens, every array reads back (zip CRCs are verified
     on read) and its image ids are the expected ones; anything else is recomputed;
-  * splittable: `shards_for_worker(num_workers, worker_index)` gives worker `k` of `n` every n-th
+  * splittable: `shards_for_job(num_jobs, job_index)` gives job `k` of `n` every n-th
     shard, for several machines or a batch scheduler's array jobs writing to one shared folder.
 """
 
 import hashlib
 import json
 import os
+import shutil
 import zipfile
 
 import numpy as np
@@ -34,6 +35,50 @@ def default_cache_dir():
       os.path.expanduser('~'), '.cache', 'click_supervision')
 
 
+def fingerprint(value, length=16, arrays=()):
+  """The one hash of the package: hex digits of SHA-256 over `value` as canonical JSON (sorted
+  keys; what JSON cannot encode enters as `str`) and then the raw bytes of `arrays`. Cache keys,
+  bag-source keys, the synthetic set's folder and the resume checks of MIL and the detector are
+  all made here, so two things are "the same work" by one rule.
+
+  Args:
+    value: JSON-serialisable (mostly) description of the work.
+    length: hex digits kept (None: all 64).
+    arrays: numpy arrays (or bytes) hashed after `value`, in order.
+  """
+  digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode())
+  for array in arrays:
+    digest.update(array if isinstance(array, bytes) else np.ascontiguousarray(array).tobytes())
+  return digest.hexdigest()[:length]
+
+
+def resumable_folder(folder, key, log=print):
+  """Prepares the folder of one resumable piece of work (a detector's training) for `key`: kept
+  when its `fingerprint.json` holds the same key (the work resumes or is reused), emptied when it
+  was made for other work, created when missing.
+
+  Returns:
+    True when the folder was kept.
+  """
+  path = os.path.join(folder, FINGERPRINT_FILE)
+  kept = False
+  if os.path.isdir(folder):
+    try:
+      with open(path) as f:
+        kept = json.load(f).get('fingerprint') == key
+    except (OSError, ValueError):
+      kept = False
+    if not kept:
+      log(f'{folder}: made for other settings or inputs; starting again')
+      shutil.rmtree(folder)
+  os.makedirs(folder, exist_ok=True)
+  atomic.write_json(path, {'fingerprint': key})
+  return kept
+
+
+FINGERPRINT_FILE = 'fingerprint.json'
+
+
 def cache_key(params, image_files):
   """A 16-hex-digit key of `params` (JSON-serialisable dict) and `image_files`.
 
@@ -45,8 +90,7 @@ def cache_key(params, image_files):
   """
   files = [(image_id, os.path.realpath(path), os.path.getsize(path))
            for image_id, path in image_files]
-  blob = json.dumps({'params': params, 'files': files}, sort_keys=True).encode()
-  return hashlib.sha256(blob).hexdigest()[:16]
+  return fingerprint({'params': params, 'files': files})
 
 
 class ShardedCache:
@@ -88,11 +132,12 @@ class ShardedCache:
   def shard_of(self, image_id):
     return self._shard_of[image_id]
 
-  def shards_for_worker(self, num_workers=1, worker_index=0):
-    """Shard indices worker `worker_index` of `num_workers` is responsible for."""
-    if not 0 <= worker_index < num_workers:
-      raise ValueError(f'shard_index must be in [0, {num_workers}), got {worker_index}')
-    return list(range(worker_index, self.num_shards, num_workers))
+  def shards_for_job(self, num_jobs=1, job_index=0):
+    """Shard indices precompute job `job_index` of `num_jobs` is responsible for (`--num_shards`
+    processes split the shards; a job is not a tf.distribute worker)."""
+    if not 0 <= job_index < num_jobs:
+      raise ValueError(f'shard_index must be in [0, {num_jobs}), got {job_index}')
+    return list(range(job_index, self.num_shards, num_jobs))
 
   def read_shard(self, shard):
     """Reads a shard.
@@ -141,9 +186,9 @@ class ShardedCache:
     with atomic.open_atomic(self.shard_path(shard)) as f:
       np.savez(f, **arrays)
 
-  def missing_shards(self, num_workers=1, worker_index=0):
-    """This worker's shards that are not done yet (missing, partial or corrupt)."""
-    return [s for s in self.shards_for_worker(num_workers, worker_index) if not self.is_done(s)]
+  def missing_shards(self, num_jobs=1, job_index=0):
+    """This job's shards that are not done yet (missing, partial or corrupt)."""
+    return [s for s in self.shards_for_job(num_jobs, job_index) if not self.is_done(s)]
 
   def size_bytes(self):
     """Bytes of the finished shard files on disk."""

@@ -56,7 +56,7 @@ _REQUIRED = {'image_id': str, 'class': str, 'x': (int, float), 'y': (int, float)
              'annotator': str, 'source': str}
 _OPTIONAL = {'response_time_s': (int, float, type(None)), 'flagged': bool, 'gt_instance': int}
 
-# Paper's annotation-time constants (PAPER.md 1.3 and 6.4): a center click takes about 1.87 s;
+# Paper's annotation-time constants (docs/method.md, section 1): a center click takes about 1.87 s;
 # drawing a box 34.5 s (25.5 s drawing + 9.0 s quality verification, Su et al.). Image-level
 # labels are not charged, as in the paper.
 SECONDS_PER_CLICK = 1.87

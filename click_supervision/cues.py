@@ -1,9 +1,9 @@
-"""Click cues (PAPER.md 3-4): box-center score, box-area score, click initialisation.
+"""Click cues: box-center score, box-area score, click initialisation (docs/method.md, 3-4).
 
 All boxes are float32 [P, 4] `[ymin, xmin, ymax, xmax]` pixels and clicks `(y, x)` pixels
 (`click_supervision.boxes`).
 
-  box center (3.1):  s_bc(p) = exp(-||c_p - c||^2 / (2 sigma_p^2)), with sigma_p = sigma_bc (a
+  box center (3):    s_bc(p) = exp(-||c_p - c||^2 / (2 sigma_p^2)), with sigma_p = sigma_bc (a
                      fixed number of pixels) or sigma_bc * sqrt(area(p)) (`relative=True`: the
                      tolerance grows with the proposal, like the annotators' error).
   box size:          z(p) = (min_q area(q) / area(p))^lambda over the image's proposals q: the
@@ -13,10 +13,10 @@ All boxes are float32 [P, 4] `[ymin, xmin, ymax, xmax]` pixels and clicks `(y, x
                      whatever its size, so the product with objectness drifts to boxes too big
                      around the object (the commonest error). lambda = 1 is the exact likelihood,
                      0 the paper's s_bc; `MilConfig.size_exponent` tempers it (BUILD_NOTES).
-  box area (4.2):    s_ba(p) = exp(-(log area(p) - mu(d))^2 / (2 sigma_ba^2)), where d is the
+  box area (4):      s_ba(p) = exp(-(log area(p) - mu(d))^2 / (2 sigma_ba^2)), where d is the
                      distance between the two clicks and mu(d) estimates the log object area
                      (`AreaModel`, fitted on clicks paired with boxes the evaluation does not use).
-  initialisation (3.3): the largest window centered on the click that fits in the image.
+  initialisation (3): the largest window centered on the click that fits in the image.
 """
 
 import dataclasses
@@ -78,7 +78,7 @@ def box_area_score(boxes, log_area, sigma_ba):
 
 
 def largest_centered_window(click, height, width):
-  """The largest box centered on `click` that fits in the image (PAPER.md 3.3).
+  """The largest box centered on `click` that fits in the image (docs/method.md, section 3).
 
   Args:
     click: `(y, x)` pixels, inside the image.

@@ -27,6 +27,8 @@ import dataclasses
 import os
 import sys
 
+from click_supervision import errors
+from click_supervision import tf_logs
 from click_supervision.errors import UserError
 
 MODEL_SCHEMA_VERSION = 1
@@ -41,22 +43,30 @@ def make_detect_function(model, image_settings, detector_config):
   Args:
     model: `detector.FastRcnn` with a trunk.
     image_settings: (short_side, max_long_side) of the run's trunk-map cache.
-    detector_config: `config.DetectorConfig` (score_threshold, nms_iou, max_detections).
+    detector_config: `config.DetectorConfig` (score_threshold, nms_iou, max_detections, and the
+      test views: test_scales, test_flip).
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from click_supervision import features  # pylint: disable=g-import-not-at-top
+  from click_supervision.detector import inference  # pylint: disable=g-import-not-at-top
   from click_supervision.detector import serving  # pylint: disable=g-import-not-at-top
   short_side, max_long_side = image_settings
+  views = inference.test_views(detector_config)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.uint8, name='image'),
                                 tf.TensorSpec([None, 4], tf.float32, name='proposals')])
   def detect(image, proposals):
-    pixels, factors = features.prepare_image_tf(image, short_side, max_long_side,
-                                                model.feature_stride)
-    probabilities, deltas = serving.model_outputs(model, {'images': pixels}, proposals, factors)
-    return serving.detections(probabilities, deltas, proposals, tf.shape(image)[0],
-                              tf.shape(image)[1], detector_config.score_threshold,
-                              detector_config.nms_iou, detector_config.max_detections)
+    image_views = []
+    for scale, mirrored in views:  # The test's views, prepared in the graph.
+      pixels, factors = features.prepare_image_tf(
+          tf.reverse(image, [1]) if mirrored else image,
+          short_side if scale is None else scale, max_long_side, model.feature_stride)
+      image_views.append(({'images': pixels}, factors, mirrored))
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    probabilities, boxes = serving.view_outputs(model, image_views, proposals, width)
+    return serving.detections(probabilities, boxes, height, width,
+                              detector_config.score_threshold, detector_config.nms_iou,
+                              detector_config.max_detections)
 
   return detect
 
@@ -142,15 +152,14 @@ def main(argv=None):
   parser.add_argument('--run', required=True, help='the run folder (its --workdir)')
   parser.add_argument('--out', required=True, help='the SavedModel folder to write')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  try:
+  tf_logs.quiet()
+
+  def body():
     metadata = export(args.run, args.out)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 1
-  print(f'exported {len(metadata["class_names"])}-class detector of {args.run} (mAP '
-        f'{metadata["map"]:.3f}) to {args.out}', flush=True)
-  return 0
+    print(f'exported {len(metadata["class_names"])}-class detector of {args.run} (mAP '
+          f'{metadata["map"]:.3f}) to {args.out}', flush=True)
+
+  return errors.run_command(body)
 
 
 if __name__ == '__main__':

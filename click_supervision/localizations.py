@@ -12,7 +12,7 @@ JSON Lines, UTF-8, one pair per line, sorted by (image id, class index):
 | `proposal_index` | the box's index among the image's candidates (proposals, then the whole-image box when it was added) |
 | `score` | the combined re-localisation score S (0 for the initial selection) |
 | `iteration` | the MIL iteration that chose the box (0 = initialisation) |
-| `clicks_split` | two clicks judged to be on different instances (PAPER.md 4.3) |
+| `clicks_split` | two clicks judged to be on different instances (docs/method.md, section 4) |
 
 The detector stage trains on these boxes; `read_localizations` gives them back as the dict the
 evaluation takes.

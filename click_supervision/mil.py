@@ -1,4 +1,4 @@
-"""Reference multi-fold MIL with click supervision (PAPER.md 2-4).
+"""Reference multi-fold MIL with click supervision (docs/method.md, sections 2-4).
 
 Per class, the positive images (the class is in the image-level labels) are bags of proposals; the
 learner alternates
@@ -34,8 +34,6 @@ recomputed from the caches in each pass.
 """
 
 import dataclasses
-import hashlib
-import json
 import os
 import time
 
@@ -43,6 +41,7 @@ import numpy as np
 
 from click_supervision import appearance
 from click_supervision import boxes as box_lib
+from click_supervision import cache as cache_lib
 from click_supervision import config as config_lib
 from click_supervision import cues as cues_lib
 from click_supervision import evaluation
@@ -74,8 +73,8 @@ def normalize_per_image(scores, method='minmax'):
 def appearance_objectness(appearance, objectness, config):
   """S_ap of one image's proposals from normalised A and O (both float32 [P] in [0, 1]).
 
-  `sum`: w A + (1 - w) O (PAPER.md 2.1). `product`: A^k x O. O may be None (the `objectness`
-  cue off): S_ap = A (sum) or A^k (product).
+  `sum`: w A + (1 - w) O (the paper; docs/method.md, section 2). `product`: A^k x O. O may be
+  None (the `objectness` cue off): S_ap = A (sum) or A^k (product).
   """
   if config.fusion == 'product':
     s_ap = appearance ** config.appearance_exponent
@@ -98,7 +97,7 @@ def assign_folds(image_ids, num_folds, seed):
 
 
 def two_clicks_on_different_instances(boxes, objectness, clicks, config):
-  """PAPER.md 4.3 rule: do the two clicks of a pair mark different instances?
+  """Do the two clicks of a pair mark different instances? (docs/method.md, section 4)
 
   For each click, the box an annotator's click alone would give (the proposal maximising
   O x s_bc of that click) is found; the clicks are judged to be on different instances when
@@ -165,7 +164,7 @@ def pair_cue(boxes, objectness, clicks, area_model, config):
 
 def initial_box_index(boxes, height, width, center):
   """Index of the proposal best overlapping the whole image (no center) or the largest window
-  centered on `center` (PAPER.md 3.3)."""
+  centered on `center` (docs/method.md, section 3)."""
   if center is None:
     target = np.array([0, 0, height, width], np.float32)
   else:
@@ -261,12 +260,12 @@ class _Problem:
 def _fingerprint(problem, bags, config, area_model):
   """What a checkpoint must match to be resumed (num_iterations left out: a rerun
   asking for more iterations continues the old run, one asking for fewer reports fewer)."""
-  return hashlib.sha256(json.dumps(
+  return cache_lib.fingerprint(
       {'config': dict(dataclasses.asdict(config), num_iterations=None),
        'bags': bags.key, 'pairs': problem.pairs, 'version': mil_state.VERSION,
        'area_model': area_model.to_dict() if area_model else None,
        'clicks': {f'{p[0]}/{p[1]}': v.round(3).tolist() for p, v in problem.clicks.items()}},
-      sort_keys=True).encode()).hexdigest()
+      length=None)
 
 
 def _image_cues(bag, problem, rows, area_model, config):

@@ -1,8 +1,8 @@
 """The cached per-image stages: proposals and trunk feature maps, filled shard by shard.
 
 Both stages write a `cache.ShardedCache` under `--cache_dir`, so runs that differ only in click
-settings share them, a killed run resumes at the first unfinished shard, and `num_workers` /
-`worker_index` (`--num_shards` / `--shard_index`) let several machines or array jobs split the
+settings share them, a killed run resumes at the first unfinished shard, and `num_jobs` /
+`job_index` (`--num_shards` / `--shard_index`) let several machines or array jobs split the
 shards. Per image the caches hold:
 
   proposals:  boxes float32 [P, 4] pixels (`boxes` convention), scores float32 [P] (objectness
@@ -13,12 +13,9 @@ shards. Per image the caches hold:
               Any box's RoI feature is pooled from these on demand (`features.MapPooler`,
               `bags.TrunkMapBags`): about 0.3 MB per VOC photo at the 600 px default, where one
               float16 row per proposal (2,000 x 2,880 values) took 11.5 MB.
-  features:   (legacy, `FeatureConfig.store='rois'`) features float16 [P, D], one row per
-              proposal, in the proposals' order.
 """
 
 import collections
-import dataclasses
 import time
 
 import numpy as np
@@ -30,9 +27,7 @@ from click_supervision.datasets import images as images_lib
 
 # Bump when the code that fills a cache changes its result; part of the cache keys.
 PROPOSALS_VERSION = 1
-FEATURES_VERSION = 1
 TRUNK_MAPS_VERSION = 1
-STORES = config_lib.FEATURE_STORES
 
 
 FeatureConfig = config_lib.FeatureConfig
@@ -47,18 +42,6 @@ def proposals_cache(dataset, proposal_config, cache_dir, images_per_shard=64):
   params = dict(proposal_config.cache_params(), version=PROPOSALS_VERSION)
   return cache_lib.ShardedCache(cache_dir, 'proposals', params, image_files(dataset),
                                 images_per_shard)
-
-
-def features_cache(dataset, feature_config, proposals, cache_dir):
-  """The `ShardedCache` holding RoI features of the proposals in cache `proposals`."""
-  params = dict(dataclasses.asdict(feature_config), proposals_key=proposals.key,
-                version=FEATURES_VERSION)
-  params.pop('images_per_shard')  # Passed separately; ShardedCache adds it to the key.
-  params.pop('store')
-  if not params['context_scale']:
-    params.pop('context_scale')  # Keeps the keys of caches made before the option existed.
-  return cache_lib.ShardedCache(cache_dir, 'features', params, image_files(dataset),
-                                feature_config.images_per_shard)
 
 
 def trunk_maps_cache(dataset, feature_config, cache_dir, mirrored=False, part=None):
@@ -81,14 +64,14 @@ def trunk_maps_cache(dataset, feature_config, cache_dir, mirrored=False, part=No
                                 feature_config.images_per_shard)
 
 
-def _fill(cache, compute_image, records_by_id, num_workers, worker_index, desc, log):
-  """Computes this worker's missing shards; returns (images done now, summed timings)."""
-  missing = cache.missing_shards(num_workers, worker_index)
+def _fill(cache, compute_image, records_by_id, num_jobs, job_index, desc, log):
+  """Computes this job's missing shards; returns (images done now, summed timings)."""
+  missing = cache.missing_shards(num_jobs, job_index)
   todo = sum(len(cache.shard_image_ids(s)) for s in missing)
-  done = len(cache.image_ids) - todo if num_workers == 1 else None
+  done = len(cache.image_ids) - todo if num_jobs == 1 else None
   timings = collections.Counter()
   if not missing:
-    log(f'{desc}: all shards of this worker cached in {cache.dir}')
+    log(f'{desc}: all shards of this job cached in {cache.dir}')
     return 0, timings
   log(f'{desc}: {len(missing)} of {cache.num_shards} shards to compute ({todo} images'
       + (f', {done} cached' if done else '') + f') in {cache.dir}')
@@ -107,15 +90,15 @@ def _fill(cache, compute_image, records_by_id, num_workers, worker_index, desc, 
   return todo, timings
 
 
-def compute_proposals(dataset, proposal_config, cache_dir, num_workers=1, worker_index=0,
+def compute_proposals(dataset, proposal_config, cache_dir, num_jobs=1, job_index=0,
                       log=print, generator=None, images_per_shard=64):
-  """Fills the proposals cache for this worker's shards.
+  """Fills the proposals cache for this job's shards.
 
   Args:
     dataset: `records.Dataset`.
     proposal_config: `proposals.ProposalConfig`.
     cache_dir: the shared cache folder.
-    num_workers, worker_index: this worker's slice of the shards.
+    num_jobs, job_index: this job's share of the shards.
     log: callable taking one str.
     generator: optional `proposals.ProposalGenerator` to use (default: built from the config).
     images_per_shard: proposal cache shard size.
@@ -133,21 +116,21 @@ def compute_proposals(dataset, proposal_config, cache_dir, num_workers=1, worker
     boxes, scores, timings = generator(images_lib.load_image(record['path']), record['image_id'])
     return {'boxes': boxes.astype(np.float32), 'scores': scores.astype(np.float32)}, timings
 
-  count, timings = _fill(cache, compute_image, dataset.by_id(), num_workers, worker_index,
+  count, timings = _fill(cache, compute_image, dataset.by_id(), num_jobs, job_index,
                          'proposals', log)
   return cache, {'images_computed': count,
                  'sec_per_image': {k: v / count for k, v in timings.items()} if count else {}}
 
 
-def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker_index=0,
+def compute_trunk_maps(dataset, feature_config, cache_dir, num_jobs=1, job_index=0,
                        log=print, trunk=None, mirrored=False, part=None):
-  """Fills the trunk-map cache for this worker's shards (the `features` stage's default store).
+  """Fills the trunk-map cache for this job's shards (the `features` stage).
 
   Args:
     dataset: `records.Dataset`.
     feature_config: `FeatureConfig`.
     cache_dir: the shared cache folder.
-    num_workers, worker_index: this worker's slice of the shards.
+    num_jobs, job_index: this job's share of the shards.
     log: callable taking one str.
     trunk: optional prebuilt trunk (default: `backbones.build_trunk` from the config).
     mirrored: compute the maps of the horizontally mirrored images (`trunk_maps_cache`).
@@ -161,7 +144,7 @@ def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker
   from click_supervision import features as features_lib
   cache = trunk_maps_cache(dataset, feature_config, cache_dir, mirrored=mirrored, part=part)
   info = {'images_computed': 0, 'sec_per_image': {}}
-  if cache.missing_shards(num_workers, worker_index):
+  if cache.missing_shards(num_jobs, job_index):
     pad_stride = None
     if part == 'lower':  # `trunk`, when given, is the whole cut trunk.
       whole = trunk or backbones.build_trunk(feature_config.trunk, feature_config.weights,
@@ -186,62 +169,9 @@ def compute_trunk_maps(dataset, feature_config, cache_dir, num_workers=1, worker
               'geometry': geometry}, timings
 
     desc = 'features' + (f' ({part} part)' if part else '') + (' (mirrored)' if mirrored else '')
-    count, timings = _fill(cache, compute_image, dataset.by_id(), num_workers, worker_index,
+    count, timings = _fill(cache, compute_image, dataset.by_id(), num_jobs, job_index,
                            desc, log)
     info = {'images_computed': count,
             'sec_per_image': {k: v / count for k, v in timings.items()} if count else {}}
   info['bytes_per_image'] = cache.size_bytes() / max(1, len(cache.image_ids))
   return cache, info
-
-
-def compute_features(dataset, feature_config, proposals, cache_dir, num_workers=1,
-                     worker_index=0, log=print, trunk=None):
-  """Fills the legacy per-proposal RoI features cache (`store='rois'`) for this worker's shards.
-
-  Args:
-    dataset: `records.Dataset`.
-    feature_config: `FeatureConfig`.
-    proposals: the filled proposals `ShardedCache`.
-    cache_dir: the shared cache folder.
-    num_workers, worker_index: this worker's slice of the shards.
-    log: callable taking one str.
-    trunk: optional prebuilt trunk (default: `backbones.build_trunk` from the config).
-  Returns:
-    (cache, info) as `compute_proposals`.
-  """
-  # pylint: disable=g-import-not-at-top
-  from click_supervision import backbones
-  from click_supervision import features as features_lib
-  cache = features_cache(dataset, feature_config, proposals, cache_dir)
-  if not cache.missing_shards(num_workers, worker_index):
-    return cache, {'images_computed': 0, 'sec_per_image': {}}
-  trunk = trunk or backbones.build_trunk(feature_config.trunk, feature_config.weights,
-                                         cache_dir=cache_dir)
-  extractor = features_lib.FeatureExtractor(
-      trunk, pool_size=feature_config.pool_size, short_side=feature_config.short_side or None,
-      max_long_side=feature_config.max_long_side, context_scale=feature_config.context_scale)
-  shard_in_memory = {}
-
-  def proposals_of(image_id):
-    shard = proposals.shard_of(image_id)
-    if shard not in shard_in_memory:  # Feature shards are smaller: read each proposal shard once.
-      shard_in_memory.clear()
-      per_image = proposals.read_shard(shard)
-      if per_image is None:
-        raise RuntimeError(f'{proposals.shard_path(shard)} is missing or corrupt: run the '
-                           f'proposals stage first')
-      shard_in_memory[shard] = per_image
-    return shard_in_memory[shard][image_id]['boxes']
-
-  def compute_image(record):
-    start = time.perf_counter()
-    image = images_lib.load_image(record['path'])
-    load_seconds = time.perf_counter() - start
-    feats, timings = extractor(image, proposals_of(record['image_id']))
-    timings['load'] = load_seconds
-    return {'features': feats.astype(np.float16)}, timings
-
-  count, timings = _fill(cache, compute_image, dataset.by_id(), num_workers, worker_index,
-                         'features', log)
-  return cache, {'images_computed': count,
-                 'sec_per_image': {k: v / count for k, v in timings.items()} if count else {}}

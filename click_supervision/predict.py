@@ -16,6 +16,8 @@ import argparse
 import os
 import sys
 
+from click_supervision import errors
+from click_supervision import tf_logs
 from click_supervision.errors import UserError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
@@ -67,30 +69,30 @@ def main(argv=None):
   parser.add_argument('--json', action='store_true', help='also write <name>.json detections')
   parser.add_argument('--min_score', type=float, default=0.5, help='draw boxes scoring >= this')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  try:
-    jobs = image_jobs(args.image, args.out)
-    from PIL import Image  # pylint: disable=g-import-not-at-top
-    from click_supervision import api  # pylint: disable=g-import-not-at-top
-    from click_supervision import atomic  # pylint: disable=g-import-not-at-top
-    from click_supervision.datasets import images as images_lib  # pylint: disable=g-import-not-at-top
-    detector = api.Detector.load(args.model) if args.model else api.Detector.from_run(args.run)
-    for path, out in jobs:
-      image = images_lib.load_image(path)
-      found = detector.detect(image)
-      os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-      Image.fromarray(draw(image, found, args.min_score)).save(out, format='PNG')
-      if args.json:
-        atomic.write_json(os.path.splitext(out)[0] + '.json', {'image': path, 'detections': [
-            {'class': name, 'box': [round(float(v), 2) for v in box],
-             'score': round(float(score), 6)}
-            for box, name, score in zip(found['boxes'], found['classes'], found['scores'])]})
-      shown = int((found['scores'] >= args.min_score).sum())
-      print(f'{path}: {len(found["scores"])} detections, {shown} drawn -> {out}', flush=True)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 1
-  return 0
+  tf_logs.quiet()
+  return errors.run_command(lambda: _predict(args))
+
+
+def _predict(args):
+  """Draws (and with --json lists) the detections of every --image into --out."""
+  jobs = image_jobs(args.image, args.out)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from click_supervision import api  # pylint: disable=g-import-not-at-top
+  from click_supervision import atomic  # pylint: disable=g-import-not-at-top
+  from click_supervision.datasets import images as images_lib  # pylint: disable=g-import-not-at-top
+  detector = api.Detector.load(args.model) if args.model else api.Detector.from_run(args.run)
+  for path, out in jobs:
+    image = images_lib.load_image(path)
+    found = detector.detect(image)
+    with atomic.open_atomic(out) as f:
+      Image.fromarray(draw(image, found, args.min_score)).save(f, format='PNG')
+    if args.json:
+      atomic.write_json(os.path.splitext(out)[0] + '.json', {'image': path, 'detections': [
+          {'class': name, 'box': [round(float(v), 2) for v in box],
+           'score': round(float(score), 6)}
+          for box, name, score in zip(found['boxes'], found['classes'], found['scores'])]})
+    shown = int((found['scores'] >= args.min_score).sum())
+    print(f'{path}: {len(found["scores"])} detections, {shown} drawn -> {out}', flush=True)
 
 
 if __name__ == '__main__':

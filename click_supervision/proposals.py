@@ -57,7 +57,6 @@ twice, boxes outside the image by more than `BOX_TOLERANCE_PX` (smaller overhang
 Boxes of zero area after conversion and clipping are dropped.
 """
 
-import dataclasses
 import functools
 import json
 import math
@@ -69,11 +68,11 @@ import numpy as np
 
 from click_supervision import atomic
 from click_supervision import boxes as box_lib
+from click_supervision import config as config_lib
 from click_supervision.errors import DataError
-from click_supervision.errors import UserError
 
-EDGE_BOXES = 'edge_boxes'
-SELECTIVE_SEARCH = 'selective_search'
+EDGE_BOXES = config_lib.EDGE_BOXES
+SELECTIVE_SEARCH = config_lib.SELECTIVE_SEARCH
 
 FILE_FORMAT = 'click_supervision/proposals'
 FILE_VERSION = 1
@@ -95,100 +94,8 @@ BOX_TOLERANCE_PX = 2.0
 MAX_WORKING_LONG_SIDE = 1000
 
 
-@dataclasses.dataclass(frozen=True)
-class ProposalConfig:
-  """How proposals are made. Defaults were chosen by measurement (BUILD_NOTES, Proposals).
-
-  Attributes:
-    method: `edge_boxes`, `selective_search`, or the path of a proposals file (module docstring).
-    max_boxes: keep at most this many boxes per image (the highest-scoring).
-    edge_source: `hed`, or the path of OpenCV's Structured Edge Detection `model.yml.gz`.
-    short_side: before edge detection the image is resized so its short side has this many
-      pixels (boxes are mapped back to the original pixels); 0 keeps the original size. Either
-      way the long side is then capped at `MAX_WORKING_LONG_SIDE`.
-    hed_scales: HED runs on the (resized) image scaled by each of these factors; the edge maps
-      are resized back to it and averaged. The default, one pass at 0.7, costs half of a pass at
-      full size and gave the same recall (BUILD_NOTES). Not used with a SED model, which runs at
-      the image size.
-    alpha, beta, eta, min_score, max_aspect_ratio, min_box_area, gamma, kappa, edge_min_mag,
-    edge_merge_thr, cluster_min_mag: OpenCV Edge Boxes parameters (Zitnick & Dollar 2014):
-      alpha: sliding-window step (IoU of neighbouring windows); beta: NMS IoU threshold; eta: NMS
-      threshold decay per kept box (1 = none); min_score: boxes scoring less are dropped;
-      max_aspect_ratio: of windows searched; min_box_area: smallest window, in square pixels of the
-      ORIGINAL image (scaled with `short_side`); gamma: edge-group affinity exponent; kappa: box
-      size normalisation exponent (larger favours small boxes); edge_min_mag: edges weaker than this
-      are ignored; edge_merge_thr: orientation change that ends an edge group; cluster_min_mag:
-      edge groups with a smaller total magnitude are merged into neighbours.
-    nms_radius, nms_multiplier: edge thinning (`edges.thin_edges`).
-  """
-  method: str = EDGE_BOXES
-  max_boxes: int = 2000
-  edge_source: str = 'hed'
-  short_side: int = 0
-  hed_scales: tuple = (0.7,)
-  alpha: float = 0.65
-  beta: float = 0.8
-  eta: float = 0.9997
-  min_score: float = 0.01
-  max_aspect_ratio: float = 5.0
-  min_box_area: float = 300.0
-  gamma: float = 2.5
-  kappa: float = 1.5
-  edge_min_mag: float = 0.1
-  edge_merge_thr: float = 1.0
-  cluster_min_mag: float = 0.5
-  nms_radius: int = 2
-  nms_multiplier: float = 1.0
-
-  def __post_init__(self):
-    object.__setattr__(self, 'hed_scales', tuple(float(s) for s in self.hed_scales))
-    problems = []
-    if not self.method:
-      problems.append('method is empty')
-    if self.max_boxes < 1:
-      problems.append(f'max_boxes must be >= 1, got {self.max_boxes}')
-    if self.short_side < 0:
-      problems.append(f'short_side must be >= 0 (0 = original size), got {self.short_side}')
-    if not self.hed_scales or any(not 0 < s <= 4 for s in self.hed_scales):
-      problems.append(f'hed_scales must be in (0, 4], got {self.hed_scales}')
-    if not 0 < self.alpha < 1:
-      problems.append(f'alpha must be in (0, 1), got {self.alpha}')
-    if not 0 < self.beta <= 1:
-      problems.append(f'beta must be in (0, 1], got {self.beta}')
-    if not 0 < self.eta <= 1:
-      problems.append(f'eta must be in (0, 1], got {self.eta}')
-    if self.max_aspect_ratio < 1:
-      problems.append(f'max_aspect_ratio must be >= 1, got {self.max_aspect_ratio}')
-    if self.min_box_area < 1:
-      problems.append(f'min_box_area must be >= 1, got {self.min_box_area}')
-    if self.nms_radius < 0:
-      problems.append(f'nms_radius must be >= 0, got {self.nms_radius}')
-    if problems:
-      raise UserError('proposal config: ' + '; '.join(problems))
-
-  @property
-  def is_precomputed(self):
-    return self.method not in (EDGE_BOXES, SELECTIVE_SEARCH)
-
-  def cache_params(self):
-    """A JSON-serialisable dict of everything that changes the proposals (for cache keys).
-
-    A proposals file or SED model enters with its size and modification time, so a replaced file
-    gives a new key.
-    """
-    params = dataclasses.asdict(self)
-    params['hed_scales'] = list(self.hed_scales)
-    for field in ('method', 'edge_source'):
-      value = params[field]
-      if value not in (EDGE_BOXES, SELECTIVE_SEARCH, 'hed') and os.path.exists(value):
-        stat = os.stat(value)
-        params[field] = [os.path.abspath(value), stat.st_size, stat.st_mtime_ns]
-    if self.method == SELECTIVE_SEARCH:
-      # Edge parameters do not matter here; keep the key stable when they change.
-      params = {k: params[k] for k in ('method', 'max_boxes', 'short_side')}
-    elif self.is_precomputed:
-      params = {k: params[k] for k in ('method', 'max_boxes')}
-    return params
+# The settings live with every other stage's in `config`.
+ProposalConfig = config_lib.ProposalConfig
 
 
 def from_opencv_edge_boxes(rects):

@@ -13,11 +13,13 @@ else each click run's own count of one box per positive (image, class) pair
 """
 
 import argparse
-import os
+import math
 import sys
 
+from click_supervision import atomic
+from click_supervision import errors
 from click_supervision import results as results_lib
-from click_supervision.errors import UserError
+from click_supervision import tf_logs
 
 REGIME_ORDER = ('image labels only', 'one click', 'two clicks', 'boxes', 'all boxes')
 COLORS = {'image labels only': '#7f7f7f', 'one click': '#1f77b4', 'two clicks': '#d62728',
@@ -82,15 +84,45 @@ def table(rows):
   return '\n'.join(lines)
 
 
-def draw(rows, out):
-  """Writes the two-panel figure (CorLoc, mAP against hours, log x) to `out` (PNG)."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+def hour_ticks(left, right, zero_at=None, max_labels=6):
+  """Labelled ticks of the log hours axis from `left` to `right`: (positions, labels).
+
+  The densest of 1-2-5, 1-3 and 1 per decade, then 1 every 2, 3, ... decades, that gives at most
+  `max_labels` labels. Ticks are then at least a factor 2 apart, so at this figure's size no two
+  labels overlap, however few decades the runs span (matplotlib's own log labels crowd the minor
+  ticks when the axis spans about a decade). `zero_at`: where the labels-only point sits, labelled
+  `0 h` and kept as far from the next label as two ticks are.
+  """
+  # (mantissas, one decade in `every`, the smallest ratio of two neighbouring ticks).
+  ladders = ([((1, 2, 5), 1, 2.0), ((1, 3), 1, 3.0), ((1,), 1, 10.0)] +
+             [((1,), every, 10.0 ** every) for every in range(2, 100)])
+  first, last = math.floor(math.log10(left)), math.ceil(math.log10(right))
+  for mantissas, every, ratio in ladders:
+    start = max(left, zero_at * ratio) if zero_at is not None else left
+    ticks = [m * 10.0 ** e for e in range(first, last + 1) if e % every == 0 for m in mantissas]
+    ticks = [t for t in ticks if start <= t <= right]
+    if len(ticks) + (zero_at is not None) <= max_labels:
+      break
+  positions = ([zero_at] if zero_at is not None else []) + ticks
+  labels = (['0 h'] if zero_at is not None else []) + [f'{t:g}' for t in ticks]
+  return positions, labels
+
+
+def figure_of(rows):
+  """The two-panel figure, CorLoc and mAP against hours (log x), as a matplotlib `Figure`.
+
+  Drawn on its own Agg canvas, not through pyplot: no global backend or open-figure state.
+  """
+  from matplotlib import figure as figure_lib  # pylint: disable=g-import-not-at-top
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends import backend_agg  # pylint: disable=g-import-not-at-top
   positive = [r['hours'] for r in rows if r['hours'] > 0]
   low = min(positive) / 4 if positive else 0.1  # Where the labels-only point sits.
   high = max(positive) * 2 if positive else 10.0
-  figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
+  zero_at = low if any(r['hours'] <= 0 for r in rows) else None
+  figure = figure_lib.Figure(figsize=(10, 4))
+  backend_agg.FigureCanvasAgg(figure)
+  axes = figure.subplots(1, 2)
   for ax, key, name in ((axes[0], 'corloc', 'CorLoc (training images)'),
                         (axes[1], 'map', 'mAP (test images)')):
     for r in rows:
@@ -109,13 +141,19 @@ def draw(rows, out):
     unique = dict(zip(labels, handles))
     if unique:
       ax.legend(unique.values(), unique.keys(), fontsize=8, loc='lower right')
-    ticks = [t for t in ax.get_xticks() if low / 1.5 < t < high]
-    ax.set_xticks([low, *ticks], ['0 h', *[f'{t:g}' for t in ticks]])
+    ax.set_xticks(*hour_ticks(low / 1.5, high, zero_at))
+    # The minor ticks stay for the grid, unlabelled: their labels are what overlapped.
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   figure.suptitle('Accuracy against annotation time')
   figure.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  figure.savefig(out, dpi=120)
-  pyplot.close(figure)
+  return figure
+
+
+def draw(rows, out):
+  """Writes `figure_of(rows)` to `out` (PNG)."""
+  figure = figure_of(rows)
+  with atomic.open_atomic(out) as f:
+    figure.savefig(f, dpi=120, format='png')
 
 
 def main(argv=None):
@@ -124,15 +162,15 @@ def main(argv=None):
   parser.add_argument('runs', nargs='+', help='run folders (their --workdir)')
   parser.add_argument('--out', default='report.png', help='the PNG to write')
   args = parser.parse_args(argv)
-  try:
+  tf_logs.quiet()
+
+  def body():
     rows = rows_of(args.runs)
     draw(rows, args.out)
-  except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    return 1
-  print(table(rows))
-  print(f'wrote {args.out}', flush=True)
-  return 0
+    print(table(rows))
+    print(f'wrote {args.out}', flush=True)
+
+  return errors.run_command(body)
 
 
 if __name__ == '__main__':

@@ -8,8 +8,6 @@ start, `complete` at the end and `failed` (with the error) when a stage raises.
 
 import dataclasses
 import os
-import platform
-import time
 
 from click_supervision import area_fit
 from click_supervision import atomic
@@ -34,24 +32,12 @@ def log(message):
 PROGRESS = progress_lib.factory(log)
 
 
-def write_json(path, obj):
-  """Writes strict JSON atomically (NaN becomes null)."""
-  atomic.write_json(path, obj)
+def load_data(config):
+  """Reads the dataset and checks every image once (the check is cached).
 
-
-def versions():
-  import importlib.metadata  # pylint: disable=g-import-not-at-top
-  found = {'python': platform.python_version()}
-  for package in ('click_supervision', 'numpy', 'tensorflow', 'keras', 'opencv-contrib-python-headless'):
-    try:
-      found[package] = importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-      found[package] = None
-  return found
-
-
-def stage_data(config):
-  """Reads the dataset, checks every image once, writes data_summary.json."""
+  Returns:
+    (dataset, summary dict of `records.summarize` plus the decoding counts).
+  """
   data = config.data
   dataset = datasets.load_dataset(data.dataset, data.split, cache_dir=data.cache_dir,
                                   skip_bad_records=data.skip_bad_records,
@@ -69,7 +55,7 @@ def stage_data(config):
   return dataset, summary
 
 
-def stage_clicks(config, dataset):
+def load_clicks(config, dataset):
   """Simulates or reads the clicks and selects those the learner uses.
 
   Returns:
@@ -112,58 +98,71 @@ def _iterate_with_progress(iterable, total, desc, unit='img'):
       bar.update(1)
 
 
-_NEED_FEATURES = ('features', 'mil', 'deep_mil', 'detector')
+def stage_precompute(config, dataset, record, mirrored=None, test=False):
+  """Proposals and trunk maps, cached in --cache_dir and shared by runs, split over precompute
+  jobs (--num_shards); for the detector also the maps it needs besides MIL's (the mirrored
+  images' with flips, the trunk's cut with --detector_finetune=upper or --detector_pool_cut).
 
-
-def stage_precompute(config, dataset, results, mirrored=None):
-  """Proposals and trunk maps, cached in --cache_dir and shared by runs, split over workers;
-  with `mirrored` (default: when the detector trains with flips) also the mirrored images' maps.
-
+  Args:
+    mirrored: also the mirrored images' maps (default: `--detector_flip`).
+    test: the detector's test images: their scales are `--detector_test_scales`, timings go to
+      `test_<stage>`, the caches' infos are not recorded.
   Returns:
-    a bag source for MIL, or None while other workers (--num_shards) still owe shards.
+    a bag source, or None while other jobs (--num_shards) still owe shards.
   """
-  workers = dict(num_workers=config.num_workers, worker_index=config.worker_index, log=log)
-  start = time.time()
-  proposals, info = precompute.compute_proposals(dataset, config.proposals,
-                                                 config.data.cache_dir, **workers)
-  results['timings_s']['proposals'] = round(time.time() - start, 3)
-  results['proposals'] = dict(info, cache=proposals.dir, method=config.proposals.method)
-  if not (set(_NEED_FEATURES) & set(config.stages)) or not _all_shards_done(
-      proposals, config, results, 'proposals'):
+  jobs = dict(num_jobs=config.num_shards, job_index=config.shard_index, log=log)
+  prefix = 'test_' if test else ''
+  with record.stage(prefix + 'proposals'):
+    proposals, info = precompute.compute_proposals(dataset, config.proposals,
+                                                   config.data.cache_dir, **jobs)
+    if not test:
+      record.update({'proposals': dict(info, cache=proposals.dir,
+                                       method=config.proposals.method)})
+  if not config.needs('maps') or not _all_shards_done(proposals, config, record, 'proposals'):
     return None
-  start = time.time()
-  if config.features.store == 'maps':
+  with record.stage(prefix + 'features'):
     features, info = precompute.compute_trunk_maps(dataset, config.features,
-                                                   config.data.cache_dir, **workers)
-  else:
-    features, info = precompute.compute_features(dataset, config.features, proposals,
-                                                 config.data.cache_dir, **workers)
-  results['timings_s']['features'] = round(time.time() - start, 3)
-  results['features'] = dict(info, cache=features.dir, store=config.features.store)
-  if not _all_shards_done(features, config, results, 'features'):
+                                                   config.data.cache_dir, **jobs)
+    if not test:
+      record.update({'features': dict(info, cache=features.dir),
+                     'trunk': config.features.trunk, 'weights': config.features.weights})
+  if not _all_shards_done(features, config, record, 'features'):
     return None
-  if config.features.store == 'maps':
-    detector = bool({'deep_mil', 'detector'} & set(config.stages))
-    if mirrored is None:
-      mirrored = config.detector.flip and detector
-    caches = {}
-    wanted = [('mirrored_maps', True, None)] if mirrored else []
-    if detector and (config.detector.finetune == 'upper' or config.detector.pool_cut):
-      wanted.append(('cut_maps', False, 'lower'))
-      if mirrored:
-        wanted.append(('mirrored_cut_maps', True, 'lower'))
-    for name, flipped, part in wanted:
-      start = time.time()
-      caches[name], info = precompute.compute_trunk_maps(
-          dataset, config.features, config.data.cache_dir, mirrored=flipped, part=part,
-          **workers)
-      results['timings_s']['features_' + name] = round(time.time() - start, 3)
-      if not _all_shards_done(caches[name], config, results, f'features ({name})'):
-        return None
+  if not config.needs('detector'):
     return bags_lib.TrunkMapBags(dataset.records, proposals, features,
                                  pool_size=config.features.pool_size,
-                                 context_scale=config.features.context_scale, **caches)
-  return bags_lib.RoiFeatureBags(dataset.records, proposals, features)
+                                 context_scale=config.features.context_scale)
+  # The detector's own maps: mirrored images (flips), the trunk's cut (--detector_finetune=upper,
+  # --detector_pool_cut), and other image scales (--detector_train_scales / test_scales).
+  detector = config.detector
+  if mirrored is None:
+    mirrored = detector.flip
+  scales = detector.test_scales if test else detector.train_scales
+  base = config.features.short_side
+  by_scale = {}
+  for scale in dict.fromkeys([base, *scales]):  # In order, once each.
+    feature_config = dataclasses.replace(config.features, short_side=scale)
+    wanted = [('maps', False, None)] + ([('mirrored_maps', True, None)] if mirrored else [])
+    if detector.finetune == 'upper' or detector.pool_cut:
+      wanted += [('cut_maps', False, 'lower')] + (
+          [('mirrored_cut_maps', True, 'lower')] if mirrored else [])
+    caches = {}
+    for name, flipped, part in wanted:
+      if (name, scale) == ('maps', base):
+        caches[name] = features
+        continue
+      label = f'features_{name}' + (f'_{scale}' if scale != base else '')
+      with record.stage(prefix + label):
+        caches[name], _ = precompute.compute_trunk_maps(
+            dataset, feature_config, config.data.cache_dir, mirrored=flipped, part=part, **jobs)
+      if not _all_shards_done(caches[name], config, record, label):
+        return None
+    by_scale[scale] = bags_lib.TrunkMapBags(
+        dataset.records, proposals, caches.pop('maps'), pool_size=config.features.pool_size,
+        context_scale=config.features.context_scale, **caches)
+  bags = by_scale.pop(base)
+  bags.scales = by_scale
+  return bags
 
 
 def run(config):
@@ -171,10 +170,14 @@ def run(config):
 
   results.json says `running` from the start, `complete` at the end and `failed` (with the
   error) when a stage raises, so a reader never mistakes an old or broken run for a finished one.
+
+  Raises:
+    UserError (with `config.ConfigError` for settings) before any stage runs when the settings
+    name missing data or files; the driver prints it as its `error:` line.
   """
-  if not config.test_dataset:  # Empty: the detector is tested on the training dataset.
-    config = dataclasses.replace(config, test_dataset=config.data.dataset)
-  if config.strategy != 'default' and {'deep_mil', 'detector'} & set(config.stages):
+  config = config.resolved()
+  config.check_inputs()
+  if config.strategy != 'default' and config.needs('detector'):
     # Made first: MultiWorkerMirroredStrategy must exist before TensorFlow runs anything.
     from click_supervision import distribute  # pylint: disable=g-import-not-at-top
     strategy = strategy_of(config)
@@ -183,111 +186,73 @@ def run(config):
           config.workdir, f'worker_{distribute.worker_index(strategy)}'))
   os.makedirs(config.workdir, exist_ok=True)
   atomic.remove_stale_temp_files(config.workdir, recursive=True, log=log)
-  # Parallel workers share the cache: only their temp files older than 10 minutes are stale.
+  # Parallel jobs share the cache: only their temp files older than 10 minutes are stale.
   atomic.remove_stale_temp_files(config.data.cache_dir, min_age_s=600, recursive=True, log=log)
   simulated = config.clicks.source == 'simulated'
-  results = {
-      'schema_version': results_lib.SCHEMA_VERSION,
-      'status': 'running',
-      'stages': list(config.stages),
-      'config': config.to_dict(),
-      'dataset': config.data.dataset,
-      'split': config.data.split,
-      'clicks': config.clicks.num_clicks,
-      'click_source': config.clicks.source,
+  record = results_lib.RunRecord(config.workdir, {
+      'stages': list(config.stages), 'config': config.to_dict(),
+      'dataset': config.data.dataset, 'split': config.data.split,
+      'clicks': config.clicks.num_clicks, 'click_source': config.clicks.source,
       # Simulation settings only mean something for simulated clicks.
       'click_noise': config.clicks.noise if simulated else None,
       'click_instance': config.clicks.instance if simulated else None,
-      'seed': config.clicks.seed,
-      'mil_seed': config.mil.seed,
-      'timings_s': {},
-      'versions': versions(),
-  }
-  results_path = os.path.join(config.workdir, results_lib.FILE)
-  write_json(results_path, results)
+      'seed': config.clicks.seed, 'mil_seed': config.mil.seed})
   log(f'workdir: {config.workdir}')
-  if set(config.stages) & {'features', 'mil', 'deep_mil', 'detector'}:  # Stages that load TF.
+  if config.needs('tensorflow'):
     from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
     summaries.write_hparams(os.path.join(config.workdir, 'tensorboard'), config)
   try:
-    _run_stages(config, results, simulated)
+    run_stages(config, record)
   except BaseException as e:
-    results['status'] = 'failed'
-    results['error'] = f'{type(e).__name__}: {e}'
-    write_json(results_path, results)
+    record.set_status('failed', f'{type(e).__name__}: {e}')
     raise
-  if results['status'] == 'running':
-    results['status'] = 'complete'
-  write_json(results_path, results)
-  return results_path
+  if record['status'] == 'running':
+    record.set_status('complete')
+  return record.path
 
 
-def _run_stages(config, results, simulated):
-  # --- data: always loaded when a stage needs it; the image check is cached. ---
-  start = time.time()
-  dataset, summary = stage_data(config)
-  results['timings_s']['data'] = round(time.time() - start, 3)
-  results['class_names'] = list(dataset.class_names)
-  results['num_images'] = summary['num_images']
-  results['num_pairs'] = summary['num_image_class_pairs']
+def run_stages(config, record):
+  """The stages, in order; each decides from `config` whether it runs."""
+  dataset = stage_data(config, record)
+  selected = stage_clicks(config, dataset, record)
+  bags = stage_precompute(config, dataset, record) if config.needs('proposals') else None
+  if bags is None:
+    return
+  stage_mil(config, dataset, selected, bags, record)
+  stage_deep_mil(config, dataset, selected, bags, record)
+  stage_detector(config, dataset, bags, record)
+
+
+def stage_data(config, record):
+  """Always runs when a stage needs the records; writes data_summary.json for `data`."""
+  with record.stage('data'):
+    dataset, summary = load_data(config)
+    record.update({'class_names': list(dataset.class_names),
+                   'num_images': summary['num_images'],
+                   'num_pairs': summary['num_image_class_pairs']})
   if 'data' in config.stages:
-    write_json(os.path.join(config.workdir, 'data_summary.json'), summary)
+    atomic.write_json(os.path.join(config.workdir, 'data_summary.json'), summary)
     log(f'data: {summary["num_images"]} images, {summary["num_objects"]} objects '
         f'({summary["num_difficult"]} difficult, {summary["num_crowd"]} crowd), '
         f'{summary["num_image_class_pairs"]} image-class pairs, {summary["num_skipped"]} skipped')
+  return dataset
 
-  # --- clicks (drawn-box supervision has none: it skips clicks, mil and deep_mil) ---
-  boxes_only = config.detector.supervision != 'mil'
-  skipped = [s for s in ('clicks', 'mil', 'deep_mil') if s in config.stages] if boxes_only else []
+
+def stage_clicks(config, dataset, record):
+  """The clicks the learner uses (none with drawn-box supervision, which skips the stages that
+  need clicks). Returns dict (image_id, class_index) -> list of `clicks.Click`."""
+  skipped = config.skipped_stages()
   if skipped:
     log(f'--supervision={config.detector.supervision}: skipping {", ".join(skipped)}')
-  selected = {}
-  if not boxes_only and {'clicks', 'mil', 'deep_mil'} & set(config.stages):
-    start = time.time()
-    selected, click_info = stage_clicks(config, dataset)
-    results['timings_s']['clicks'] = round(time.time() - start, 3)
-    results['click_stats'] = click_info
-    results['annotation_hours'] = click_info['annotation_hours']
-    log(f'clicks: {click_info["num_clicks"]} clicks on {click_info["num_pairs"]} pairs '
-        f'({config.clicks.source}); annotation time {click_info["annotation_hours"]:.3f} h '
-        f'(boxes would take {click_info["annotation_hours_full_supervision"]:.3f} h)')
-
-  # --- proposals and features ---
-  bags = None
-  if {'proposals', *_NEED_FEATURES} & set(config.stages):
-    bags = stage_precompute(config, dataset, results)
-  results['trunk'] = config.features.trunk
-  results['weights'] = config.features.weights
-
-  # --- mil: localise every positive pair; resumes from its last finished iteration. ---
-  if 'mil' in config.stages and bags is not None and not boxes_only:
-    start = time.time()
-    results.update(stage_mil(config, dataset, selected, bags))
-    results['timings_s']['mil'] = round(time.time() - start, 3)
-    log(f'CorLoc: {results["corloc"]:.4f} (mean over classes; {results["num_pairs"]} pairs, '
-        f'pooled {results["corloc_pooled"]:.4f}; non-difficult '
-        f'{results["corloc_non_difficult"]:.4f}; cue-only {results["corloc_cue_only"]:.4f}; '
-        f'{config.clicks.num_clicks} clicks' +
-        (f', simulated, noise {config.clicks.noise}, seed {config.clicks.seed})'
-         if simulated else f' from {config.clicks.source})'))
-
-  # --- deep_mil: the detector as the appearance model, starting from MIL's localisations. ---
-  if 'deep_mil' in config.stages and bags is not None and not boxes_only:
-    start = time.time()
-    results.update(stage_deep_mil(config, dataset, selected, bags))
-    results['timings_s']['deep_mil'] = round(time.time() - start, 3)
-    log(f'CorLoc after deep MIL: {results["corloc_deep_mil"]:.4f} (mean over classes; pooled '
-        f'{results["corloc_deep_mil_pooled"]:.4f}; per iteration '
-        + ' '.join(f'{v:.3f}' for v in results['corloc_deep_mil_per_iteration']) + ')')
-
-  # --- detector: trained on the final localisations (or drawn boxes), tested for mAP. ---
-  if 'detector' in config.stages and bags is not None:
-    start = time.time()
-    results.update(stage_detector(config, dataset, bags, results))
-    results['timings_s']['detector'] = round(time.time() - start, 3)
-    log(f'mAP: {results["map"]:.4f} on {results["test_dataset"]} {results["test_split"]} '
-        f'({results["num_test_images"]} images; {results["map_metric"]}); supervision '
-        f'{config.detector.supervision}, annotation time {results["annotation_hours"]:.3f} h')
+  if not config.needs('clicks'):
+    return {}
+  with record.stage('clicks'):
+    selected, info = load_clicks(config, dataset)
+    record.update({'click_stats': info, 'annotation_hours': info['annotation_hours']})
+  log(f'clicks: {info["num_clicks"]} clicks on {info["num_pairs"]} pairs '
+      f'({config.clicks.source}); annotation time {info["annotation_hours"]:.3f} h '
+      f'(boxes would take {info["annotation_hours_full_supervision"]:.3f} h)')
+  return selected
 
 
 def fit_area_model_on_gold(config, dataset):
@@ -332,14 +297,29 @@ def stage_area_model(config, dataset):
     return None, {'box_area_cue_off': str(e)}
   fitted_on = {} if distances is None else {'distances': distances.round(3).tolist(),
                                             'areas': areas.round(1).tolist()}
-  write_json(os.path.join(config.workdir, 'area_model.json'), dict(model.to_dict(), **fitted_on))
+  atomic.write_json(os.path.join(config.workdir, 'area_model.json'),
+                    dict(model.to_dict(), **fitted_on))
   log(f'mil: mu(d) = {model.a0:.2f} + {model.a1:.2f} log d, sigma {model.sigma:.2f}, from '
       f'{model.num_pairs} pairs of {model.source}')
   return model, {'area_model': model.to_dict()}
 
 
-def stage_mil(config, dataset, selected, bags):
-  """Runs MIL; writes localizations.jsonl, area_model.json and TensorBoard summaries."""
+def stage_mil(config, dataset, selected, bags, record):
+  """MIL; writes localizations.jsonl, area_model.json and TensorBoard summaries."""
+  if not config.runs('mil'):
+    return
+  with record.stage('mil'):
+    record.update(_mil(config, dataset, selected, bags))
+  simulated = config.clicks.source == 'simulated'
+  log(f'CorLoc: {record["corloc"]:.4f} (mean over classes; {record["num_pairs"]} pairs, '
+      f'pooled {record["corloc_pooled"]:.4f}; non-difficult '
+      f'{record["corloc_non_difficult"]:.4f}; cue-only {record["corloc_cue_only"]:.4f}; '
+      f'{config.clicks.num_clicks} clicks' +
+      (f', simulated, noise {config.clicks.noise}, seed {config.clicks.seed})'
+       if simulated else f' from {config.clicks.source})'))
+
+
+def _mil(config, dataset, selected, bags):
   from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
   clicks = {pair: clicks_lib.clicks_as_array(c) for pair, c in selected.items()}
   area_model, info = stage_area_model(config, dataset)
@@ -362,8 +342,18 @@ def stage_mil(config, dataset, selected, bags):
   return info
 
 
-def stage_deep_mil(config, dataset, selected, bags):
+def stage_deep_mil(config, dataset, selected, bags, record):
   """Deep MIL from the SVM MIL localisations; rewrites localizations.jsonl with its boxes."""
+  if not config.runs('deep_mil'):
+    return
+  with record.stage('deep_mil'):
+    record.update(_deep_mil(config, dataset, selected, bags))
+  log(f'CorLoc after deep MIL: {record["corloc_deep_mil"]:.4f} (mean over classes; pooled '
+      f'{record["corloc_deep_mil_pooled"]:.4f}; per iteration '
+      + ' '.join(f'{v:.3f}' for v in record['corloc_deep_mil_per_iteration']) + ')')
+
+
+def _deep_mil(config, dataset, selected, bags):
   from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
   from click_supervision.detector import deep_mil  # pylint: disable=g-import-not-at-top
   start_path = os.path.join(config.workdir, 'localizations_mil.jsonl')
@@ -411,7 +401,8 @@ def detector_source(config, bags, trunk=None):
                       int(trunk.feature_stride))
   return batches.InputSource(bags, config.detector.finetune, config.detector.pool_cut,
                              image_settings=image_settings,
-                             max_long_side=config.features.max_long_side)
+                             max_long_side=config.features.max_long_side, scales=bags.scales,
+                             base_scale=config.features.short_side)
 
 
 def strategy_of(config):
@@ -439,11 +430,11 @@ def training_boxes(config, dataset):
       localizations_lib.read_localizations(path, dataset.class_names))
 
 
-def supervision_hours(config, dataset, results):
+def supervision_hours(config, dataset, record):
   """Annotation hours of the run's regime (clicks, or the drawn boxes it trains on)."""
   click_config = config.clicks
   if config.detector.supervision == 'mil':
-    return results['annotation_hours']
+    return record['annotation_hours']
   if config.detector.supervision == 'boxes':
     count = len(records_lib.image_class_pairs(dataset))
   else:
@@ -451,7 +442,18 @@ def supervision_hours(config, dataset, results):
   return count * click_config.seconds_per_box / 3600.0
 
 
-def stage_detector(config, dataset, bags, results):
+def stage_detector(config, dataset, bags, record):
+  """The detector, trained on the final localisations (or drawn boxes) and tested for mAP."""
+  if not config.runs('detector'):
+    return
+  with record.stage('detector'):
+    record.update(_detector(config, dataset, bags, record))
+  log(f'mAP: {record["map"]:.4f} on {record["test_dataset"]} {record["test_split"]} '
+      f'({record["num_test_images"]} images; {record["map_metric"]}); supervision '
+      f'{config.detector.supervision}, annotation time {record["annotation_hours"]:.3f} h')
+
+
+def _detector(config, dataset, bags, record):
   """Trains the detector, runs it on the test split; writes detections.jsonl, returns mAP info."""
   from click_supervision import evaluation  # pylint: disable=g-import-not-at-top
   from click_supervision import summaries  # pylint: disable=g-import-not-at-top
@@ -466,20 +468,20 @@ def stage_detector(config, dataset, bags, results):
       strategy=strategy_of(config), log=log, progress=PROGRESS, summary_writer=summary_writer,
       trunk=trunk)
 
-  # --- the test split: its own proposals and trunk maps (cached like the training ones). ---
-  same = (config.test_dataset, config.test_split) == (config.data.dataset, config.data.split)
-  if same:
-    test_dataset, test_bags = dataset, bags
+  # --- the test split: its own proposals and trunk maps (cached like the training ones), with
+  # the maps of the test's views (scales, mirrored images). ---
+  test_config = dataclasses.replace(config, num_shards=1, shard_index=0, data=dataclasses.replace(
+      config.data, dataset=config.test_dataset, split=config.test_split))
+  if (config.test_dataset, config.test_split) == (config.data.dataset, config.data.split):
+    test_dataset = dataset
   else:
-    test_config = dataclasses.replace(config, data=dataclasses.replace(
-        config.data, dataset=config.test_dataset, split=config.test_split))
-    test_dataset, _ = stage_data(test_config)
+    test_dataset, _ = load_data(test_config)
     if test_dataset.class_names != dataset.class_names:
       raise UserError(f'--test_dataset={config.test_dataset}: its classes differ from '
                       f'--dataset\'s ({len(test_dataset.class_names)} against '
                       f'{len(dataset.class_names)})')
-    test_bags = stage_precompute(dataclasses.replace(test_config, num_workers=1, worker_index=0),
-                                 test_dataset, {'timings_s': {}}, mirrored=False)
+  test_bags = stage_precompute(test_config, test_dataset, record,
+                               mirrored=config.detector.test_flip, test=True)
   detections = inference.detect_all(model, detector_source(config, test_bags, trunk),
                                     config.detector, progress=PROGRESS)
   inference.write_detections(os.path.join(config.workdir, 'detections.jsonl'), detections,
@@ -488,7 +490,14 @@ def stage_detector(config, dataset, bags, results):
           'num_test_images': len(test_dataset.records), 'num_detections': len(detections),
           'supervision': config.detector.supervision,
           'detector_config': dataclasses.asdict(config.detector),
-          'annotation_hours': supervision_hours(config, dataset, results)}
+          'annotation_hours': supervision_hours(config, dataset, record),
+          'evaluation': {'nms_iou': config.detector.nms_iou,
+                         'max_detections': config.detector.max_detections,
+                         'score_threshold': config.detector.score_threshold,
+                         'iou_threshold': 0.5,
+                         'scales': list(config.detector.test_scales or
+                                        [config.features.short_side]),
+                         'flips': config.detector.test_flip}}
   info.update(evaluation.detection_metrics(detections, test_dataset.records, dataset.class_names,
                                            coco=config.test_dataset.startswith('coco')))
   with summary_writer.as_default():
@@ -499,14 +508,14 @@ def stage_detector(config, dataset, bags, results):
   return info
 
 
-def _all_shards_done(cache, config, results, stage):
-  """True when every shard of `cache` is done; else notes in `results` that other workers
-  (--num_shards) still owe shards, so later stages wait for them."""
+def _all_shards_done(cache, config, record, stage):
+  """True when every shard of `cache` is done; else notes in the record that other precompute
+  jobs (--num_shards) still owe shards, so later stages wait for them."""
   missing = cache.missing_shards()
   if not missing:
     return True
-  results['status'] = f'waiting for other workers: {len(missing)} {stage} shards missing'
-  log(f'{stage}: worker {config.worker_index} of {config.num_workers} is done; '
-      f'{len(missing)} shards are left to the other workers (rerun without --num_shards '
+  record.set_status(f'waiting for other precompute jobs: {len(missing)} {stage} shards missing')
+  log(f'{stage}: job {config.shard_index} of {config.num_shards} is done; '
+      f'{len(missing)} shards are left to the other jobs (rerun without --num_shards '
       f'afterwards to continue)')
   return False

@@ -1,10 +1,13 @@
 """Shared test helpers: tiny VOC folders (real JPEG files, hand-written XML), tiny image datasets,
-random images and a tiny Keras trunk. One place, so tests build their small worlds alike."""
+random images, tiny Keras trunks and a toy bag source. One place, so tests build their small worlds alike."""
 
 import os
 
 import numpy as np
 from PIL import Image
+
+from click_supervision import bags as bags_lib
+from click_supervision import boxes as boxes_lib
 
 
 def write_xml(path, filename, width, height, objects, size=True):
@@ -111,3 +114,29 @@ def tiny_cut_trunk(seed=1):
   # on lower cell 2j + 1, image pixel 8j + 6.
   upper.feature_stride, upper.feature_offset = 8, 2.0
   return backbones.compose_trunk(lower, upper)
+
+
+class FeatureRowBags(bags_lib._BagSource):  # pylint: disable=protected-access
+  """Bags read from a cache with one feature row per proposal (`features` field, float [P, D]):
+  toy MIL problems give their features directly. (The library's store of one row per proposal
+  was replaced by the trunk-map cache.)
+
+  The whole-image box, when added, takes the feature of the proposal best overlapping it (the
+  cache has no row for it).
+  """
+
+  def __init__(self, records, proposals, features):
+    super().__init__(records, proposals, features)
+    self.key = bags_lib._key('rois', proposals.key, features.key)  # pylint: disable=protected-access
+
+  def _bag(self, image_id, proposal_data, feature_data):
+    boxes, scores = self._boxes(image_id, proposal_data)
+    feats = np.asarray(feature_data['features'], np.float32)
+    if len(boxes) > len(feats):  # The appended whole-image box borrows its nearest row.
+      if len(feats):
+        nearest = int(np.argmax(boxes_lib.pairwise_iou(boxes[-1:], boxes[:-1])[0]))
+        extra = feats[nearest:nearest + 1]
+      else:
+        extra = np.zeros((1, feats.shape[-1]), np.float32)
+      feats = np.concatenate([feats.reshape(-1, extra.shape[1]), extra])
+    return bags_lib.Bag(image_id, boxes, scores, bags_lib.l2_normalize(feats))

@@ -52,7 +52,7 @@ def test_direct_runner_writes_the_cache_the_driver_writes_and_reads(tmp_path):
   code, lines = run_driver('--preset=smoke', '--stages=data,proposals,features',
                            f'--workdir={tmp_path / "run2"}', cache_dir=beam_cache)
   assert code == 0, lines
-  assert any(l.startswith('proposals: all shards of this worker cached') for l in lines), lines
+  assert any(l.startswith('proposals: all shards of this job cached') for l in lines), lines
   assert not any('shards to compute' in l for l in lines), lines
   # Nothing left: a second pipeline run has no work.
   work, _ = beam_precompute.missing_shards('synthetic:smoke', 'trainval', str(beam_cache),

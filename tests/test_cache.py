@@ -98,12 +98,12 @@ def test_key_covers_params_images_and_shard_size(tmp_path):
 
 def test_workers_split_the_shards(tmp_path):
   cache = cache_lib.ShardedCache(str(tmp_path / 'c'), 'p', {}, _image_files(tmp_path, 10), 2)
-  assert cache.shards_for_worker(3, 0) == [0, 3]
-  assert cache.shards_for_worker(3, 1) == [1, 4]
-  assert cache.shards_for_worker(3, 2) == [2]
+  assert cache.shards_for_job(3, 0) == [0, 3]
+  assert cache.shards_for_job(3, 1) == [1, 4]
+  assert cache.shards_for_job(3, 2) == [2]
   with pytest.raises(ValueError, match='shard_index'):
-    cache.shards_for_worker(3, 3)
-  _fill(cache, cache.shards_for_worker(2, 1))
+    cache.shards_for_job(3, 3)
+  _fill(cache, cache.shards_for_job(2, 1))
   assert cache.missing_shards(2, 1) == [] and cache.missing_shards() == [0, 2, 4]
 
 

@@ -604,3 +604,41 @@ def test_upper_mode_trains_on_cached_cut_maps(tmp_path):
       model, batches_lib.InputSource(bags, 'all', image_settings=(None, None, 8)), config)
   assert [d['score'] for d in from_cut] == pytest.approx([d['score'] for d in from_images],
                                                           abs=1e-3)
+
+
+def test_test_views_and_train_scales(tmp_path):
+  """Test-time flips average the plain and mirrored views (the toy learns as well); training
+  scales draw one cached scale per image and step."""
+  records, names, source = toy_source(tmp_path, num_images=16, seed=0)
+  truth = batches_lib.training_boxes_from_ground_truth(records, 'boxes')
+  model = train_lib.train_detector(source, truth, len(names), FAST, str(tmp_path / 'det'),
+                                   **QUIET)
+  test_records, _, test_source = toy_source(tmp_path, num_images=12, seed=1, name='test')
+  flipped = dataclasses.replace(FAST, test_flip=True)
+  assert inference.test_views(flipped) == [(None, False), (None, True)]
+  detections = inference.detect_all(model, test_source, flipped)
+  assert evaluation.voc_ap(detections, test_records, len(names))['map'] > 0.8
+  # A second scale: the toy images prepared at half size (maps pooled 2 x 2, factors 0.5).
+  files = [(r['image_id'], r['path']) for r in records]
+  half = cache_lib.ShardedCache(str(tmp_path / 'c'), 'trunk_maps', {'half': 1}, files, 4)
+  for shard in range(half.num_shards):
+    entries = {}
+    for image_id in half.shard_image_ids(shard):
+      full = source.inputs(image_id)['feature_maps'].astype(np.float32)
+      pooled = full.reshape(4, 2, 4, 2, CHANNELS).mean(axis=(1, 3))
+      entries[image_id] = {'map': pooled.astype(np.float16),
+                           'factors': np.full(4, 0.5, np.float32),
+                           'geometry': np.array([STRIDE, 0.0], np.float32)}
+    half.write_shard(shard, entries)
+  scaled = batches_lib.InputSource(
+      source.bags, scales={32: bags_lib.TrunkMapBags(records, source.bags.proposals, half)},
+      base_scale=64)
+  config = dataclasses.replace(FAST, train_scales=(64, 32))
+  sizes = set()
+  for step in range(6):
+    ids = batches_lib.images_of_step(scaled.bags, 0, step, 2)
+    batch = batches_lib.make_batch(scaled, ids, truth, config, 0, step)
+    for size, boxes in zip(batch['sizes'], np.split(batch['boxes'], 2)):
+      sizes.add(int(size[0]))
+      assert boxes.max() <= size[0] + 1e-3  # RoIs in the prepared image's pixels.
+  assert sizes == {32, 64}

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from click_supervision import appearance
-from click_supervision import bags as bags_lib
 from click_supervision import cache as cache_lib
 from click_supervision import cues as cues_lib
 from click_supervision import localizations
 from click_supervision import mil
 from click_supervision import mil_state
+from tests import helpers
 from click_supervision.datasets import records as records_lib
 
 DIM = 8
@@ -57,7 +57,7 @@ def tiny_problem(tmp_path, num_images=16, seed=0):
   for cache, data in ((proposal_cache, proposals), (feature_cache, features)):
     for shard in range(cache.num_shards):
       cache.write_shard(shard, {i: data[i] for i in cache.shard_image_ids(shard)})
-  return records, ['a', 'b'], bags_lib.RoiFeatureBags(records, proposal_cache, feature_cache)
+  return records, ['a', 'b'], helpers.FeatureRowBags(records, proposal_cache, feature_cache)
 
 
 def test_assign_folds_balanced_and_seeded():
@@ -446,7 +446,7 @@ def test_an_image_without_proposals_gets_the_whole_image_box(tmp_path):
   data = features.read_shard(shard)
   data['im03'] = {'features': np.zeros((0, DIM), np.float16)}
   features.write_shard(shard, data)
-  bag = next(b for b in bags_lib.RoiFeatureBags(records, proposals, features)
+  bag = next(b for b in helpers.FeatureRowBags(records, proposals, features)
              if b.image_id == 'im03')
   np.testing.assert_array_equal(bag.boxes, [[0, 0, 40, 40]])
   config = mil.MilConfig(num_folds=2, num_iterations=2, negatives_per_image=3)
@@ -465,6 +465,21 @@ def test_a_class_without_negative_images_is_reported(tmp_path):
   assert any('no negative images for a' in m for m in messages)
 
 
+def fit_liblinear(positives, negatives, c, tol):
+  """One linear SVM with liblinear's primal solver (scikit-learn), the oracle `fit_svms` is
+  checked against: (w float32 [D], b)."""
+  import warnings  # pylint: disable=g-import-not-at-top
+  from sklearn.exceptions import ConvergenceWarning  # pylint: disable=g-import-not-at-top
+  from sklearn.svm import LinearSVC  # pylint: disable=g-import-not-at-top
+  x = np.concatenate([positives, negatives])
+  y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
+  svm = LinearSVC(C=c, class_weight='balanced', max_iter=2000, dual=False, tol=tol)
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', ConvergenceWarning)
+    svm.fit(x, y)
+  return svm.coef_[0].astype(np.float32), float(svm.intercept_[0])
+
+
 def test_fold_svms_solved_together_match_liblinear():
   rng = np.random.default_rng(0)
   dim, k = 12, 3
@@ -479,7 +494,7 @@ def test_fold_svms_solved_together_match_liblinear():
                           np.ones((120, k), bool)])
   weights, biases = appearance.fit_svms(features, labels, masks, c=1.0, tol=1e-6)
   for f in range(k):
-    w, b = appearance.fit_liblinear(features[:15][folds != f], features[15:], 1.0, 1e-8)
+    w, b = fit_liblinear(features[:15][folds != f], features[15:], 1.0, 1e-8)
     np.testing.assert_allclose(weights[f], w, atol=1e-3)
     assert biases[f] == pytest.approx(b, abs=1e-3)
   # A model without positives (every positive in its fold) is zero, not an error.

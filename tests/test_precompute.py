@@ -67,30 +67,24 @@ def test_proposals_resume_after_a_kill(tmp_path):
   assert cache.missing_shards() == []
 
 
-def test_workers_split_shards_and_features_follow(tmp_path):
+def test_jobs_split_the_shards(tmp_path):
   dataset = tiny_dataset(tmp_path)
   root = str(tmp_path / 'c')
   worker0, worker1 = FakeGenerator(), FakeGenerator()
-  cache, _ = precompute.compute_proposals(dataset, CONFIG, root, num_workers=2, worker_index=0,
+  cache, _ = precompute.compute_proposals(dataset, CONFIG, root, num_jobs=2, job_index=0,
                                           generator=worker0, images_per_shard=3)
   assert worker0.calls == ['im0', 'im1', 'im2', 'im6'] and cache.missing_shards() == [1]
-  precompute.compute_proposals(dataset, CONFIG, root, num_workers=2, worker_index=1,
+  precompute.compute_proposals(dataset, CONFIG, root, num_jobs=2, job_index=1,
                                generator=worker1, images_per_shard=3)
   assert worker1.calls == ['im3', 'im4', 'im5'] and cache.missing_shards() == []
 
+  # The trunk maps split the same way.
   feature_config = precompute.FeatureConfig(short_side=0, images_per_shard=2)
-  features, info = precompute.compute_features(dataset, feature_config, cache, root,
-                                               trunk=tiny_trunk())
-  assert info['images_computed'] == 7 and features.num_shards == 4
-  feats = dict(features.iter_images())
-  # 3 proposals per image, 3 x 3 pooling (the default) of 5 channels.
-  assert feats['im5']['features'].shape == (3, 45)
-  assert feats['im5']['features'].dtype == np.float16
-  # The features key follows the proposals key: other proposals, another features cache.
-  other = precompute.proposals_cache(dataset, proposals_lib.ProposalConfig(max_boxes=5), root)
-  assert precompute.features_cache(dataset, feature_config, other, root).dir != features.dir
-  _, info = precompute.compute_features(dataset, feature_config, cache, root, trunk=tiny_trunk())
-  assert info['images_computed'] == 0
+  maps, info = precompute.compute_trunk_maps(dataset, feature_config, root, trunk=tiny_trunk(),
+                                             num_jobs=2, job_index=1)
+  assert info['images_computed'] == 3 and maps.missing_shards() == [0, 2]
+  _, info = precompute.compute_trunk_maps(dataset, feature_config, root, trunk=tiny_trunk())
+  assert info['images_computed'] == 4 and maps.missing_shards() == []
 
 
 def test_trunk_maps_give_the_features_of_the_trunk_run_directly(tmp_path):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+from click_supervision import results as results_lib
 from conftest import REPO
 from test_run_mil import expect_clean_error
 from test_run_mil import run_driver
@@ -22,6 +23,10 @@ def test_every_stage_on_the_smoke_set(tmp_path):
   assert code == 0, lines
   results = json.loads((workdir / 'results.json').read_text())
   assert results['status'] == 'complete'
+  assert set(results) <= set(results_lib.KEYS)  # Every key written is documented.
+  assert results['evaluation'] == {'nms_iou': 0.3, 'max_detections': 100,
+                                   'score_threshold': 0.001, 'iou_threshold': 0.5,
+                                   'scales': [0], 'flips': False}
   # Deep MIL starts where SVM MIL ended and reports per iteration (index 0 = SVM MIL).
   assert len(results['corloc_deep_mil_per_iteration']) == 3
   assert results['corloc_deep_mil_per_iteration'][0] == results['corloc']

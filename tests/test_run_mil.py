@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from click_supervision import results as results_lib
+
 from conftest import REPO
 
 
@@ -152,9 +154,10 @@ def test_bad_flag_values_are_clear(tmp_path):
   expect_clean_error(['--stages=data,bogus', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
                      "unknown stage 'bogus'")
   expect_clean_error(['--feature_context_scale=0.5', f'--workdir={tmp_path / "w"}'],
-                     tmp_path / 'c', '--feature_context_scale=0.5: use 0 (off) or a factor above 1')
+                     tmp_path / 'c', '--feature_context_scale=0.5 (features.context_scale): use 0 '
+                     '(off) or a factor above 1')
   expect_clean_error(['--svm_tol=0', f'--workdir={tmp_path / "w"}'], tmp_path / 'c',
-                     'svm_c and svm_tol must be > 0')
+                     '--svm_tol=0.0 (mil.svm_tol): must be > 0')
 
 
 @pytest.mark.slow
@@ -195,6 +198,7 @@ def test_smoke_preset_runs_every_stage_and_reuses_the_cache(tmp_path):
   assert first['features']['images_computed'] == 12
   assert (first['trunk'], first['weights']) == ('efficientnet_lite0', 'imagenet')
   assert set(first['timings_s']) == {'data', 'clicks', 'proposals', 'features', 'mil'}
+  assert set(first) <= set(results_lib.KEYS)  # Every key written is documented.
   # MIL outputs: CorLoc (printed and in results.json), localizations, TensorBoard, the mu(d) fit.
   # Golden range around the measured 0.647 (class mean; 0.652 pooled) of this 23-pair set.
   assert 0.55 <= first['corloc'] <= 0.75 and first['num_pairs'] == 23
@@ -226,14 +230,14 @@ def test_workers_split_the_cached_stages(tmp_path):
                            f'--workdir={tmp_path / "w1"}', cache_dir=cache)
   assert code == 0, lines
   results = json.loads((tmp_path / 'w1' / 'results.json').read_text())
-  assert results['status'] == 'waiting for other workers: 1 proposals shards missing'
-  assert any('shards are left to the other workers' in line for line in lines)
+  assert results['status'] == 'waiting for other precompute jobs: 1 proposals shards missing'
+  assert any('shards are left to the other jobs' in line for line in lines)
   code, lines = run_driver('--preset=smoke', '--num_shards=2', '--shard_index=0',
                            f'--workdir={tmp_path / "w0"}', cache_dir=cache)
   results = json.loads((tmp_path / 'w0' / 'results.json').read_text())
   assert code == 0 and results['status'] == 'complete', lines
   expect_clean_error(['--preset=smoke', '--num_shards=2', '--shard_index=2'], cache,
-                     '--shard_index=2 must be smaller than --num_shards=2')
+                     '--shard_index=2: must be in [0, --num_shards=2)')
 
 
 def test_mil_killed_mid_run_resumes_and_is_byte_identical(tmp_path):
@@ -305,13 +309,12 @@ def test_inputs_named_by_flags_are_checked_before_any_stage(tmp_path):
 def test_run_in_process_on_the_smoke_set(tmp_path):
   """`runner.run(config)` called from Python, as a library user would, without flags."""
   # pylint: disable=g-import-not-at-top
-  import dataclasses
   from click_supervision import config as config_lib
   from click_supervision import runner
   config = config_lib.Config(
       data=config_lib.DataConfig(dataset='synthetic:smoke', cache_dir=str(tmp_path / 'cache')),
       clicks=config_lib.ClickConfig(num_clicks=1),
-      proposals=dataclasses.replace(config_lib.proposals_lib.ProposalConfig(), max_boxes=200),
+      proposals=config_lib.ProposalConfig(max_boxes=200),
       features=config_lib.FeatureConfig(short_side=0),
       mil=config_lib.MilConfig(num_folds=3, num_iterations=2), workdir=str(tmp_path / 'run'))
   results_path = runner.run(config)

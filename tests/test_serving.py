@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from click_supervision import api
@@ -18,6 +17,7 @@ from click_supervision import predict
 from click_supervision import proposals as proposals_lib
 from click_supervision import report
 from click_supervision.datasets import images as images_lib
+from click_supervision.detector import box_coding
 from click_supervision.detector import serving
 from click_supervision.errors import UserError
 
@@ -66,8 +66,9 @@ def test_exported_model_gives_the_in_process_detections(boxes_run):
                                                model.feature_stride)
   probabilities, deltas = serving.model_outputs(model, {'images': pixels}, proposals, factors)
   config = export.detector_config_of(metadata)
-  eager = serving.detections(probabilities, deltas, proposals, *image.shape[:2],
-                             config.score_threshold, config.nms_iou, config.max_detections)
+  eager = serving.detections(probabilities, box_coding.decode(proposals, deltas),
+                             *image.shape[:2], config.score_threshold, config.nms_iou,
+                             config.max_detections)
   found = loaded.detect(image, proposals)
   assert len(eager['scores']) > 0
   np.testing.assert_allclose(found['scores'], eager['scores'], rtol=1e-4, atol=1e-6)

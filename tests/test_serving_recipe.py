@@ -12,7 +12,8 @@ from click_supervision.detector import serving
 
 
 def fixed_outputs():
-  """Three proposals, two classes: class 0 scores 0.9 / 0.7 / 0.5, class 1 0.4 everywhere."""
+  """Three proposals, two classes: class 0 scores 0.9 / 0.7 / 0.5, class 1 0.4 everywhere;
+  zero deltas (the class boxes are the proposals)."""
   proposals = np.array([[0, 0, 10, 10], [0, 1, 10, 11], [20, 20, 30, 30]], np.float32)
   probabilities = np.zeros((3, 3), np.float32)
   probabilities[:, 1] = [0.9, 0.7, 0.5]
@@ -21,15 +22,19 @@ def fixed_outputs():
   return probabilities, np.zeros((3, 2, 4), np.float32), proposals
 
 
+def detect(probabilities, deltas, proposals, *args):
+  return serving.detections(probabilities, box_coding.decode(proposals, deltas), *args)
+
+
 def test_per_class_nms_the_cap_and_the_order():
   probabilities, deltas, proposals = fixed_outputs()
-  found = serving.detections(probabilities, deltas, proposals, 40, 40, 1e-3, 0.3, 3)
+  found = detect(probabilities, deltas, proposals, 40, 40, 1e-3, 0.3, 3)
   # Per class the near-duplicate (IoU 0.82) of the best box is suppressed: 2 + 2 boxes, cap 3.
   assert found['classes'].numpy().tolist() == [0, 0, 1]
   np.testing.assert_allclose(found['scores'], [0.9, 0.5, 0.4], atol=1e-6)
   np.testing.assert_array_equal(found['boxes'][1], proposals[2])
   # A threshold above class 1's score leaves class 0's two boxes.
-  found = serving.detections(probabilities, deltas, proposals, 40, 40, 0.45, 0.3, 100)
+  found = detect(probabilities, deltas, proposals, 40, 40, 0.45, 0.3, 100)
   assert found['classes'].numpy().tolist() == [0, 0]
 
 
@@ -38,7 +43,7 @@ def test_class_boxes_are_decoded_and_clipped_and_empty_ones_dropped():
   deltas[0, 0] = [1.0, 0.0, 0.0, 0.0]  # Class 0 of proposal 0: 0.1 of its height down.
   deltas[2, :] = [0.0, 0.0, 0.0, 0.0]
   # The image ends at x = 20: proposal 2 (x from 20 to 30) is clipped to nothing.
-  found = serving.detections(probabilities, deltas, proposals, 40, 20, 1e-3, 0.3, 100)
+  found = detect(probabilities, deltas, proposals, 40, 20, 1e-3, 0.3, 100)
   boxes = found['boxes'].numpy()
   np.testing.assert_allclose(boxes[0], [1, 0, 11, 10], atol=1e-5)
   assert np.all(boxes[:, 3] <= 20) and np.all(boxes[:, 3] > boxes[:, 1])
@@ -53,9 +58,9 @@ def test_the_recipe_is_the_same_eagerly_and_inside_a_tf_function():
   logits = rng.normal(size=(50, 4)).astype(np.float32)
   probabilities = tf.nn.softmax(logits).numpy()
   deltas = rng.normal(scale=0.5, size=(50, 3, 4)).astype(np.float32)
-  eager = serving.detections(probabilities, deltas, proposals, 90, 100, 0.01, 0.3, 20)
-  graph = tf.function(serving.detections)(probabilities, deltas, proposals, 90, 100, 0.01, 0.3,
-                                          20)
+  boxes = box_coding.decode(proposals, deltas)
+  eager = serving.detections(probabilities, boxes, 90, 100, 0.01, 0.3, 20)
+  graph = tf.function(serving.detections)(probabilities, boxes, 90, 100, 0.01, 0.3, 20)
   for key in ('boxes', 'classes', 'scores'):
     np.testing.assert_allclose(graph[key].numpy(), eager[key].numpy(), rtol=1e-6, err_msg=key)
   decoded = box_coding.decode(proposals, deltas)
@@ -84,3 +89,35 @@ def test_image_preparation_is_the_same_in_the_served_graph(size, short_side, max
   assert pixels.shape == expected.shape and pixels.shape[1] % 16 == 0
   np.testing.assert_allclose(pixels.numpy(), expected.numpy(), atol=1e-3)
   np.testing.assert_array_equal(factors.numpy(), expected_factors)
+
+
+def test_mirroring_boxes_is_its_own_inverse():
+  boxes = tf.constant([[1, 2, 3, 10], [0, 0, 5, 64]], tf.float32)
+  np.testing.assert_array_equal(serving.mirror_boxes(boxes, 64), [[1, 54, 3, 62], [0, 0, 5, 64]])
+  np.testing.assert_array_equal(serving.mirror_boxes(serving.mirror_boxes(boxes, 64), 64), boxes)
+
+
+def test_views_average_probabilities_and_boxes_mirrored_back():
+  """The mirrored view scores the mirrored proposals on the mirrored image; its class boxes come
+  back to the plain image and are averaged with the plain view's."""
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+  from click_supervision.detector import fast_rcnn  # pylint: disable=g-import-not-at-top
+  model = fast_rcnn.FastRcnn(2, 4, 0.0, pool_size=2, hidden_units=8,
+                             trunk=helpers.tiny_trunk(stride=4, channels=5))
+  image = tf.random.uniform([1, 32, 48, 3], 0, 255, seed=5)
+  mirrored = tf.reverse(image, [2])
+  proposals = tf.constant([[2, 3, 20, 30], [0, 10, 32, 44]], tf.float32)
+  ones = tf.ones([4])
+  plain = serving.model_outputs(model, {'images': image}, proposals, ones)
+  flipped = serving.model_outputs(model, {'images': mirrored},
+                                  serving.mirror_boxes(proposals, 48), ones)
+  probabilities, boxes = serving.view_outputs(
+      model, [({'images': image}, ones, False), ({'images': mirrored}, ones, True)], proposals, 48)
+  np.testing.assert_allclose(probabilities, (plain[0] + flipped[0]) / 2, atol=1e-6)
+  flipped_boxes = serving.mirror_boxes(
+      box_coding.decode(serving.mirror_boxes(proposals, 48), flipped[1]), 48)
+  np.testing.assert_allclose(
+      boxes, (box_coding.decode(proposals, plain[1]) + flipped_boxes) / 2, atol=1e-4)
+  # One view is the model's own output.
+  single = serving.view_outputs(model, [({'images': image}, ones, False)], proposals, 48)
+  np.testing.assert_allclose(single[0], plain[0], atol=1e-6)

@@ -1,4 +1,6 @@
-"""Click collection web tool: the paper's annotation workflow in the browser (PAPER.md 1.2).
+"""Click collection web tool: the paper's annotation workflow in the browser.
+
+The workflow is described in docs/method.md, section 1.
 
 `python -m click_supervision.annotate --dataset=... --split=... --out=clicks.jsonl` serves a
 local web app: instructions, a qualification test on synthetic polygons with feedback, the main

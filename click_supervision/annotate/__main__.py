@@ -11,13 +11,13 @@ trains directly:
 `python run_mil.py --dataset=... --clicks=2 --click_source=clicks.jsonl`.
 """
 
-import sys
-
 from absl import app as absl_app
 from absl import flags
 
 from click_supervision import cache as cache_lib
 from click_supervision import datasets
+from click_supervision import errors
+from click_supervision import tf_logs
 from click_supervision.annotate import app as app_lib
 from click_supervision.annotate import qualification
 from click_supervision.annotate import server as server_lib
@@ -61,9 +61,9 @@ _CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'Cache folder (synthetic dat
 
 
 def main(argv):
+  tf_logs.quiet()  # The TFDS sources import TensorFlow.
   if len(argv) > 1:
-    print(f'error: unexpected arguments {argv[1:]}', file=sys.stderr, flush=True)
-    sys.exit(2)
+    errors.fail(f'unexpected arguments {argv[1:]}', code=2)
   try:
     dataset = datasets.load_dataset(_DATASET.value, _SPLIT.value,
                                     cache_dir=_CACHE_DIR.value or cache_lib.default_cache_dir())
@@ -81,11 +81,9 @@ def main(argv):
       raise UserError(f'cannot listen on {_HOST.value}:{_PORT.value} ({e.strerror}); choose '
                       f'another --port') from None
   except UserError as e:
-    print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    errors.fail(e)
   except OSError as e:  # E.g. --out in a folder that cannot be created or written.
-    print(f'error: {e.filename or _OUT.value}: {e.strerror}', file=sys.stderr, flush=True)
-    sys.exit(1)
+    errors.fail(f'{e.filename or _OUT.value}: {e.strerror}')
   print(f'{dataset.name} {dataset.split}: {len(annotation_app.pairs)} (image, class) pairs x '
         f'{_ANNOTATORS.value} annotators; clicks go to {_OUT.value}', flush=True)
   if _HOST.value in ('0.0.0.0', '::') and not _ALLOWED_HOSTS.value:

@@ -12,11 +12,11 @@ HTTP server (`server.py`) calls; every public method takes and returns plain dic
 A restarted server reads both and carries on: each annotator keeps their qualification, their
 clicks and their skips, and gets the next pair they have not clicked.
 
-Workflow (PAPER.md 1.2): instructions -> qualification (retry until passed) -> main task, one
-click per (image, class) pair from the image-level labels. Each pair gets `num_annotators`
-distinct annotators; an annotator never gets the same pair twice. A pair handed to an annotator
-is reserved for them for `lease_s` seconds so that two annotators working at once do not both
-add the last click a pair needs.
+Workflow (docs/method.md, section 1): instructions -> qualification (retry until passed) ->
+main task, one click per (image, class) pair from the image-level labels. Each pair gets
+`num_annotators` distinct annotators; an annotator never gets the same pair twice. A pair handed
+to an annotator is reserved for them for `lease_s` seconds so that two annotators working at
+once do not both add the last click a pair needs.
 
 Quality control: a seeded `gold_fraction` of the pairs are hidden gold pairs, scored against
 their ground-truth boxes. An annotator with at least `gold_min_clicks` gold clicks of which more

@@ -1,9 +1,9 @@
 """The qualification test: synthetic black polygons on grey, click the center of each one's box.
 
-PAPER.md 1.2: before the main task an annotator clicks the center of the tight box around each
-of a few irregular, often non-convex polygons, gets feedback (the true box and its center drawn
-next to the click) and may retry until they pass. Non-convex shapes put the box center off the
-shape, which trains annotators out of clicking the center of mass.
+docs/method.md, section 1: before the main task an annotator clicks the center of the tight
+box around each of a few irregular, often non-convex polygons, gets feedback (the true box and
+its center drawn next to the click) and may retry until they pass. Non-convex shapes put the box
+center off the shape, which trains annotators out of clicking the center of mass.
 
 Polygons live in a `CANVAS_WIDTH x CANVAS_HEIGHT` pixel canvas (x right, y down, the same
 continuous-pixel frame as clicks on images). A test is a pure function of
@@ -24,7 +24,7 @@ from click_supervision import clicks as clicks_lib
 
 CANVAS_WIDTH = 400
 CANVAS_HEIGHT = 300
-# Not given by the paper (PAPER.md 1.2: "NOT retrieved"); 0.1 is the click simulator's default
+# Not given by the paper (docs/method.md, section 1); 0.1 is the click simulator's default
 # noise level, the error of a typical careful annotator, and a center-of-mass click on a
 # crescent misses the box center by more than that.
 DEFAULT_TOLERANCE = 0.1

@@ -31,7 +31,6 @@ coordinates, so points are shifted by -0.5 in the single function `_cv_points`.
 """
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -105,9 +104,9 @@ class SyntheticConfig:
 
   def fingerprint(self):
     """Short hash of every parameter and the generator version (names the cache folder)."""
-    payload = json.dumps({'generator_version': GENERATOR_VERSION, **dataclasses.asdict(self)},
-                         sort_keys=True)
-    return hashlib.sha256(payload.encode('utf-8')).hexdigest()[:12]
+    from click_supervision import cache as cache_lib  # pylint: disable=g-import-not-at-top
+    return cache_lib.fingerprint({'generator_version': GENERATOR_VERSION,
+                                  **dataclasses.asdict(self)}, length=12)
 
   @property
   def num_images(self):

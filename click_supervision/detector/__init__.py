@@ -1,4 +1,4 @@
-"""The Fast R-CNN style detector trained on clicked localisations (PAPER.md 5).
+"""The Fast R-CNN style detector trained on clicked localisations (docs/method.md, section 5).
 
   box_coding   Fast R-CNN box-regression targets and their inverse (numpy).
   sampling     RoI sampling: foreground / background proposals of one image (numpy).

@@ -8,6 +8,9 @@ Where a detector's per-image input comes from (`InputSource`, by `DetectorConfig
   upper  `cut_maps`: the cached stride-16 map below the trunk's cut; the step runs the upper part.
   top, all  `images`: the image file, prepared as the cache's maps were (`prepare_image_tf`).
 
+Each image of a step is mirrored with probability 1/2 when `flip` is on, and prepared at a short
+side drawn from `train_scales` when given (each scale has its own cached maps).
+
 A training batch is a dict of numpy arrays (the contract of `make_batch`):
 
   feature_maps / cut_maps / images  [B, H, W, C], each image's array at the top left, zeros
@@ -167,16 +170,21 @@ class InputSource:
     pool_cut: also give the cut maps in mode `none`.
     image_settings: (short_side, max_long_side, stride) of `prepare_image_tf` (`top`, `all`).
     max_long_side: the caches' cap on the prepared long side (fixed TPU shapes).
+    scales: optional dict short side (pixels) -> `bags.TrunkMapBags` over the same images with
+      the maps of images prepared at that short side (for multi-scale training and testing);
+      `bags` holds the maps at `base_scale`.
+    base_scale: the short side of `bags`' maps (`FeatureConfig.short_side`).
   """
 
   def __init__(self, bags, mode='none', pool_cut=False, image_settings=None,
-               max_long_side=1000):
+               max_long_side=1000, scales=None, base_scale=None):
+    self.scales = dict(scales or {})
+    self.base_scale = base_scale
     self.bags = bags
     self.image_ids = bags.image_ids
     self.mode = mode
     self.keys = [INPUT_OF_MODE[mode]] + (['cut_maps'] if pool_cut and mode == 'none' else [])
     self.cut_maps = getattr(bags, 'cut_maps', None)
-    self.mirrored_cut_maps = getattr(bags, 'mirrored_cut_maps', None)
     if 'cut_maps' in self.keys and self.cut_maps is None:
       raise ValueError(f'mode {mode!r} with pool_cut={pool_cut} needs the cut maps\' cache')
     if mode in ('top', 'all') and image_settings is None:
@@ -190,6 +198,7 @@ class InputSource:
     import copy  # pylint: disable=g-import-not-at-top
     view = copy.copy(self)
     view.bags = self.bags.subset(image_ids)
+    view.scales = {s: b.subset(image_ids) for s, b in self.scales.items()}
     view.image_ids = view.bags.image_ids
     return view
 
@@ -201,8 +210,9 @@ class InputSource:
       boxes = bags_lib.mirror_boxes(boxes, self.bags.size(image_id)[1])
     return boxes, scores
 
-  def inputs(self, image_id, mirrored=False):
-    """One image's input.
+  def inputs(self, image_id, mirrored=False, scale=None):
+    """One image's input, of the mirrored image with `mirrored`, at short side `scale` (None:
+    the base scale).
 
     Returns:
       dict with this mode's keys (`feature_maps` / `cut_maps` float16 [h, w, C], or `images`
@@ -210,16 +220,21 @@ class InputSource:
       int32 [2] (the prepared image's pixels).
     """
     out = {}
+    bags = self.bags
+    if scale is not None and scale != self.base_scale:
+      if scale not in self.scales:
+        raise ValueError(f'no maps at short side {scale} (have {self.base_scale} and '
+                         f'{sorted(self.scales)})')
+      bags = self.scales[scale]
     if 'feature_maps' in self.keys:
-      if mirrored and self.bags.mirrored_maps is None:
+      if mirrored and bags.mirrored_maps is None:
         raise ValueError('flips need the mirrored images\' trunk maps')
-      entry = self._memo.entry(self.bags.mirrored_maps if mirrored else self.bags.features,
-                               image_id)
+      entry = self._memo.entry(bags.mirrored_maps if mirrored else bags.features, image_id)
       out['feature_maps'] = entry['map']
       out['factors'] = entry['factors']
       out['size'] = np.array(entry['map'].shape[:2], np.int32) * int(entry['geometry'][0])
     if 'cut_maps' in self.keys:
-      cache = self.mirrored_cut_maps if mirrored else self.cut_maps
+      cache = bags.mirrored_cut_maps if mirrored else bags.cut_maps
       if cache is None:
         raise ValueError('flips need the mirrored images\' cut maps')
       entry = self._memo.entry(cache, image_id)
@@ -233,7 +248,9 @@ class InputSource:
       image = images_lib.load_image(self.bags.path(image_id))
       if mirrored:
         image = np.ascontiguousarray(image[:, ::-1])
-      pixels, factors = features_lib.prepare_image(image, *self.image_settings)
+      short_side, long_side, stride = self.image_settings
+      pixels, factors = features_lib.prepare_image(
+          image, short_side if scale is None else scale, long_side, stride)
       out['images'] = pixels.numpy()[0]
       out['factors'] = factors
       out['size'] = np.array(out['images'].shape[:2], np.int32)
@@ -320,6 +337,7 @@ def make_batch(source, image_ids, training_boxes, config, seed, step, fixed_size
   for j, image_id in enumerate(image_ids):
     rng = np.random.default_rng([seed, step, first_image + j])
     mirrored = bool(config.flip and rng.random() < 0.5)
+    scale = int(rng.choice(config.train_scales)) if config.train_scales else None
     proposals, _ = source.proposals(image_id, mirrored)
     boxes, box_labels = training_boxes.get(
         image_id, (np.zeros((0, 4), np.float32), np.zeros(0, np.int64)))
@@ -328,7 +346,7 @@ def make_batch(source, image_ids, training_boxes, config, seed, step, fixed_size
     sample = sampling.sample_rois(
         proposals, boxes, box_labels, config.rois_per_image, rng, config.foreground_fraction,
         config.foreground_iou, config.background_iou_low)
-    image = source.inputs(image_id, mirrored)
+    image = source.inputs(image_id, mirrored, scale)
     for key in source.keys:
       inputs[key].append(image[key])
     inputs['sizes'].append(image['size'])

@@ -1,4 +1,4 @@
-"""Deep MIL (docs/method.md): more MIL iterations whose appearance model is the detector.
+"""Deep MIL (docs/method.md, section 5): more MIL iterations whose appearance model is the detector.
 
 Each iteration trains the detector on the current localisations (`detector.train`) and
 re-localises every positive pair with the same combined score as SVM MIL (`mil.relocalize_image`:

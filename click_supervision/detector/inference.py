@@ -5,15 +5,23 @@ detections file.
 import numpy as np
 import tensorflow as tf
 
-def model_inputs(source, image_id):
+def model_inputs(source, image_id, mirrored=False, scale=None):
   """One image's model input from an `InputSource` with a batch axis, and its size.
 
   Returns:
     (inputs dict for `serving.model_outputs`, factors float32 [4], (height, width) pixels).
   """
-  image = source.inputs(image_id)
+  image = source.inputs(image_id, mirrored, scale)
   return ({k: tf.constant(image[k][None]) for k in source.keys}, tf.constant(image['factors']),
           source.bags.size(image_id))
+
+
+def test_views(config):
+  """The (scale, mirrored) views the test averages over (`DetectorConfig.test_scales`,
+  `test_flip`); scale None is the cache's own."""
+  scales = config.test_scales or (None,)
+  return [(scale, mirrored) for scale in scales
+          for mirrored in ((False, True) if config.test_flip else (False,))]
 
 
 def detect_all(model, source, config, progress=None):
@@ -22,8 +30,10 @@ def detect_all(model, source, config, progress=None):
   Args:
     model: `detector.FastRcnn`.
     source: `batches.InputSource` over the test images, in the mode the model was trained in
-      (cached maps for `none` / `upper`, images for `top` / `all`).
-    config: `config.DetectorConfig` (`nms_iou`, `max_detections`, `score_threshold`).
+      (cached maps for `none` / `upper`, images for `top` / `all`), with the maps of every
+      test view.
+    config: `config.DetectorConfig` (`nms_iou`, `max_detections`, `score_threshold`, the test
+      views: `test_views`).
     progress: optional progress factory.
   Returns:
     list of detection dicts (`evaluation` module docstring: image_id, label, box, score).
@@ -33,11 +43,14 @@ def detect_all(model, source, config, progress=None):
   detect = serving.make_detect_function(model, config)
   detections = []
   bar = progress(len(source.image_ids), 'detector test') if progress else None
+  views = test_views(config)
   for image_id in source.image_ids:
-    inputs, factors, (height, width) = model_inputs(source, image_id)
+    image_views = []
+    for scale, mirrored in views:
+      inputs, factors, (height, width) = model_inputs(source, image_id, mirrored, scale)
+      image_views.append((inputs, factors, mirrored))
     proposals, _ = source.proposals(image_id)
-    found = detect(inputs, tf.constant(proposals), tf.constant(factors), tf.constant(height),
-                   tf.constant(width))
+    found = detect(image_views, tf.constant(proposals), tf.constant(height), tf.constant(width))
     detections.extend(evaluation.detection_dicts(
         image_id, found['boxes'].numpy(), found['classes'].numpy().astype(np.int64),
         found['scores'].numpy()))

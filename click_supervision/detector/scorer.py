@@ -1,4 +1,4 @@
-"""The detector as MIL's appearance scorer A (deep MIL, docs/method.md)."""
+"""The detector as MIL's appearance scorer A (deep MIL, docs/method.md, section 5)."""
 
 import numpy as np
 import tensorflow as tf

@@ -6,6 +6,11 @@ deltas; the class boxes are clipped to the image; per class, boxes scoring below
 `score_threshold` are dropped and the rest go through NMS at `nms_iou`; the `max_detections` best
 over all classes are kept (`tf.image.combined_non_max_suppression` does the last three).
 
+Test-time augmentation: an image can be seen in several *views* (other scales, the mirrored
+image, `DetectorConfig.test_scales` / `test_flip`); each view scores the same proposals (mirrored
+for a mirrored view), and the class probabilities and the decoded class boxes (mirrored back)
+are averaged over the views before NMS.
+
 In-process detection (`detector.inference`), deep MIL's scoring (`detector.scorer`) and the
 SavedModel's `serve` (`export`) all call these functions; each works eagerly and inside a
 `tf.function`. Image preparation is `features.prepare_image_tf`, the same ops the caches used.
@@ -35,14 +40,46 @@ def model_outputs(model, inputs, proposals, factors):
   return tf.nn.softmax(out['class_logits']), out['box_deltas']
 
 
-def detections(probabilities, deltas, proposals, height, width, score_threshold, nms_iou,
-               max_detections):
+def mirror_boxes(boxes, width):
+  """Boxes float [..., 4] of an image `width` px wide in the mirrored image (x -> width - x);
+  the inverse of itself."""
+  width = tf.cast(width, tf.float32)
+  return tf.stack([boxes[..., 0], width - boxes[..., 3], boxes[..., 2], width - boxes[..., 1]],
+                  axis=-1)
+
+
+def view_outputs(model, views, proposals, width):
+  """Class probabilities and class boxes of the proposals, averaged over an image's views.
+
+  Args:
+    model: `detector.FastRcnn`.
+    views: list of (inputs, factors, mirrored): the model input of the image prepared one way
+      (`model_outputs`), its pixel factors, and whether that image is the mirrored one.
+    proposals: float32 [P, 4] pixels of the (unmirrored) image.
+    width: the image width in pixels.
+  Returns:
+    (probabilities float32 [P, C + 1], class boxes float32 [P, C, 4] pixels).
+  """
+  proposals = tf.convert_to_tensor(proposals, tf.float32)
+  probabilities, boxes = [], []
+  for inputs, factors, mirrored in views:
+    seen = mirror_boxes(proposals, width) if mirrored else proposals
+    p, deltas = model_outputs(model, inputs, seen, factors)
+    decoded = box_coding.decode(seen, deltas)
+    probabilities.append(p)
+    boxes.append(mirror_boxes(decoded, width) if mirrored else decoded)
+  if len(views) == 1:
+    return probabilities[0], boxes[0]
+  return tf.add_n(probabilities) / len(views), tf.add_n(boxes) / len(views)
+
+
+def detections(probabilities, boxes, height, width, score_threshold, nms_iou, max_detections):
   """Detections of one image from the head's outputs.
 
   Args:
     probabilities: float32 [P, C + 1] class probabilities (0 = background).
-    deltas: float32 [P, C, 4] class-specific box deltas (`box_coding.encode`).
-    proposals: float32 [P, 4] pixels.
+    boxes: float32 [P, C, 4] class-specific boxes in pixels (the proposals decoded with their
+      deltas: `box_coding.decode`, or `view_outputs`).
     height, width: the image size in pixels (class boxes are clipped to it).
     score_threshold, nms_iou, max_detections: `DetectorConfig`'s test settings.
   Returns:
@@ -51,7 +88,6 @@ def detections(probabilities, deltas, proposals, height, width, score_threshold,
   """
   height = tf.cast(height, tf.float32)
   width = tf.cast(width, tf.float32)
-  boxes = box_coding.decode(proposals, deltas)  # [P, C, 4]
   boxes = tf.clip_by_value(boxes, 0.0, tf.stack([height, width, height, width]))
   scores = probabilities[:, 1:]
   # A box clipped to nothing is no detection: its score goes under the threshold.
@@ -68,20 +104,20 @@ def detections(probabilities, deltas, proposals, height, width, score_threshold,
 
 
 def make_detect_function(model, config):
-  """One image's detections from its model input, as a retrace-sparing `tf.function`.
+  """One image's detections from its views' model inputs, as a retrace-sparing `tf.function`.
 
   Args:
     model: `detector.FastRcnn`.
     config: `DetectorConfig` (score_threshold, nms_iou, max_detections).
   Returns:
-    detect(inputs, proposals, factors, height, width) -> `detections`' dict (inputs and
-    proposals as `model_outputs`).
+    detect(views, proposals, height, width) -> `detections`' dict (views and proposals as
+    `view_outputs`).
   """
 
   @tf.function(reduce_retracing=True)
-  def detect(inputs, proposals, factors, height, width):
-    probabilities, deltas = model_outputs(model, inputs, proposals, factors)
-    return detections(probabilities, deltas, proposals, height, width, config.score_threshold,
+  def detect(views, proposals, height, width):
+    probabilities, boxes = view_outputs(model, views, proposals, width)
+    return detections(probabilities, boxes, height, width, config.score_threshold,
                       config.nms_iou, config.max_detections)
 
   return detect

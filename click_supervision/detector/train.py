@@ -18,8 +18,6 @@ Training boxes: dict image_id -> (boxes float32 [G, 4] pixels, labels int [G] cl
 images of the input source without an entry give background RoIs only.
 """
 
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -30,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from click_supervision import atomic
+from click_supervision import cache as cache_lib
 from click_supervision import pipeline
 from click_supervision.detector import batches as batches_lib
 from click_supervision.detector import fast_rcnn as fast_rcnn_lib
@@ -37,7 +36,6 @@ from click_supervision.errors import UserError
 
 MODEL_FILE = 'model.keras'
 _DONE_FILE = 'done.json'
-_FINGERPRINT_FILE = 'fingerprint.json'
 TOP_FRACTION = 1 / 3
 
 
@@ -132,21 +130,19 @@ _NOT_FINGERPRINTED = ('checkpoint_every', 'deterministic')
 
 
 def fingerprint(source, training_boxes, num_classes, config):
-  """What a trained detector depends on; a folder trained for another fingerprint is wiped."""
+  """What a trained detector depends on (`cache.fingerprint`); a folder trained for another
+  fingerprint is emptied (`cache.resumable_folder`)."""
   ignored = _NOT_FINGERPRINTED + (('trunk_learning_rate_factor',) if config.finetune == 'none'
                                   else ())
-  digest = hashlib.sha256()
-  digest.update(json.dumps({
-      'bags': source.bags.key, 'num_classes': num_classes, 'images': list(source.image_ids),
-      'cut_maps': source.cut_maps.key if source.cut_maps is not None else None,
-      'config': {k: v for k, v in vars(config).items() if k not in ignored}},
-      sort_keys=True, default=str).encode())
+  arrays = []
   for image_id in sorted(training_boxes):
     boxes, labels = training_boxes[image_id]
-    digest.update(image_id.encode())
-    digest.update(np.asarray(boxes, np.float32).round(2).tobytes())
-    digest.update(np.asarray(labels, np.int64).tobytes())
-  return digest.hexdigest()[:16]
+    arrays += [image_id.encode(), np.asarray(boxes, np.float32).round(2),
+               np.asarray(labels, np.int64)]
+  return cache_lib.fingerprint({
+      'bags': source.bags.key, 'num_classes': num_classes, 'images': list(source.image_ids),
+      'cut_maps': source.cut_maps.key if source.cut_maps is not None else None,
+      'config': {k: v for k, v in vars(config).items() if k not in ignored}}, arrays=arrays)
 
 
 def load_detector(folder):
@@ -303,18 +299,8 @@ def train_detector(source, training_boxes, num_classes, config, folder, strategy
   if tpu and not source.max_long_side:
     raise UserError('--strategy=tpu pads every image and map to the cache\'s max_long_side, '
                     'which is 0 (no cap): set one')
-  key = fingerprint(source, training_boxes, num_classes, config)
-  fingerprint_path = os.path.join(folder, _FINGERPRINT_FILE)
-  if os.path.isdir(folder):
-    try:
-      with open(fingerprint_path) as f:
-        same = json.load(f).get('fingerprint') == key
-    except (OSError, ValueError):
-      same = False
-    if not same:
-      shutil.rmtree(folder)
-  os.makedirs(folder, exist_ok=True)
-  atomic.write_json(fingerprint_path, {'fingerprint': key})
+  cache_lib.resumable_folder(folder, fingerprint(source, training_boxes, num_classes, config),
+                             log=log)
   finished = load_detector(folder)
   if finished is not None:
     log(f'detector: trained model found in {folder}')
@@ -397,9 +383,7 @@ def train_detector(source, training_boxes, num_classes, config, folder, strategy
     bar.close()
 
   # --- the finished model: written atomically, then marked done. ---
-  temp = os.path.join(folder, 'model.tmp.keras')
-  model.save(temp)
-  os.replace(temp, os.path.join(folder, MODEL_FILE))
+  atomic.save_keras_model(model, os.path.join(folder, MODEL_FILE))
   atomic.write_json(os.path.join(folder, _DONE_FILE), {'steps': total_steps})
   shutil.rmtree(os.path.join(folder, 'checkpoints'), ignore_errors=True)
   return model
