@@ -17,6 +17,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 from absl import logging as absl_logging
 
+from click_supervision import command_line
 from click_supervision import config as config_lib
 from click_supervision import errors
 from click_supervision import runner
@@ -37,14 +38,6 @@ def config_from_flags():
   return config_lib.Config.from_settings(given, base=base)
 
 
-def parse_flags(argv):
-  """absl's flag parsing, with bad values reported as one `error:` line (exit 2)."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    errors.fail(e, code=2)
-
-
 def main(argv):
   if len(argv) > 1:
     errors.fail(f'unexpected arguments {argv[1:]}', code=2)
@@ -59,4 +52,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=command_line.app_flags_parser)

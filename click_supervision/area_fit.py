@@ -30,10 +30,12 @@ import json
 import math
 import os
 
+from absl import flags
 import numpy as np
 
 from click_supervision import atomic
 from click_supervision import clicks as clicks_lib
+from click_supervision import command_line
 from click_supervision import cues as cues_lib
 from click_supervision import errors
 from click_supervision.errors import UserError
@@ -155,28 +157,39 @@ def write_shipped(path, fit_data, noise=0.1, instance='area', seed=0, command=''
   return model
 
 
+# The command line of `python -m click_supervision.area_fit` (read by `main` only).
+USAGE = ('python -m click_supervision.area_fit --dataset=DATASET [--split=trainval] --out=FILE '
+         '[--cache_dir=DIR]')
+FLAGS = command_line.new_flag_values()
+_DATASET = flags.DEFINE_string('dataset', None, 'a --dataset value of photos with boxes',
+                               flag_values=FLAGS)
+_SPLIT = flags.DEFINE_string('split', 'trainval', 'the split of --dataset to fit on',
+                             flag_values=FLAGS)
+_OUT = flags.DEFINE_string('out', None, 'the model file (JSON) to write', flag_values=FLAGS)
+_CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'cache folder (default $CLICKSUP_CACHE_DIR '
+                                 'or ~/.cache/click_supervision)', flag_values=FLAGS)
+
+
 def main(argv=None):
-  import argparse  # pylint: disable=g-import-not-at-top
+  """The command (module docstring); argv: its arguments, without the program name (default
+  `sys.argv[1:]`)."""
   from click_supervision import datasets  # pylint: disable=g-import-not-at-top
   from click_supervision import tf_logs  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(description='Refit the shipped mu(d) of the box-area cue.')
-  parser.add_argument('--dataset', required=True, help='a --dataset value of photos with boxes')
-  parser.add_argument('--split', default='trainval')
-  parser.add_argument('--out', required=True)
-  parser.add_argument('--cache_dir', default=None)
-  args = parser.parse_args(argv)
+  command_line.parse(FLAGS, argv, USAGE, 'Refit the shipped mu(d) of the box-area cue.',
+                     required=('dataset', 'out'))
+  dataset, split, out = _DATASET.value, _SPLIT.value, _OUT.value
   tf_logs.quiet()  # The TFDS sources import TensorFlow.
   from click_supervision import cache as cache_lib  # pylint: disable=g-import-not-at-top
   try:
-    fit_data = datasets.load_dataset(args.dataset, args.split,
-                                     cache_dir=args.cache_dir or cache_lib.default_cache_dir())
-    command = (f'python -m click_supervision.area_fit --dataset={args.dataset} '
-               f'--split={args.split} --out={args.out}')
-    model = write_shipped(args.out, fit_data, command=command)
+    fit_data = datasets.load_dataset(dataset, split,
+                                     cache_dir=_CACHE_DIR.value or cache_lib.default_cache_dir())
+    command = (f'python -m click_supervision.area_fit --dataset={dataset} --split={split} '
+               f'--out={out}')
+    model = write_shipped(out, fit_data, command=command)
   except (UserError, cues_lib.AreaFitError) as e:
     errors.fail(e)
   print(f'mu(d) = {model.a0:.3f} + {model.a1:.3f} log d, sigma {model.sigma:.3f}, '
-        f'{model.num_pairs} pairs; written to {args.out}')
+        f'{model.num_pairs} pairs; written to {out}')
 
 
 if __name__ == '__main__':

@@ -26,17 +26,46 @@ Only the DirectRunner is tested here. The driver's `--num_shards/--shard_index` 
 simple way to split the same work over array jobs without Beam.
 """
 
-import argparse
 import dataclasses
 import os
 import sys
 import time
 
+from absl import flags
+
+from click_supervision import command_line
+from click_supervision import config as config_lib
 from click_supervision import errors
 from click_supervision import tf_logs
 from click_supervision.errors import UserError
 
 STAGES = ('proposals', 'features')
+
+USAGE = ('python -m click_supervision.beam_precompute --dataset=DATASET --cache_dir=DIR '
+         '[--split=trainval] [--stages=proposals,features] [proposal/feature flags] '
+         '[Beam flags]')
+FLAGS = command_line.new_flag_values()
+_DATASET = flags.DEFINE_string('dataset', None, 'as the driver\'s --dataset', flag_values=FLAGS)
+_SPLIT = flags.DEFINE_string('split', 'trainval', 'as the driver\'s --split', flag_values=FLAGS)
+_CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'the cache folder the driver will read',
+                                 flag_values=FLAGS)
+_STAGES = flags.DEFINE_string('stages', ','.join(STAGES), 'proposals,features', flag_values=FLAGS)
+# The settings that key the caches, with the driver's flag names and defaults: the driver finds
+# Beam's shards only when they match its own.
+_PROPOSALS = flags.DEFINE_string('proposals', config_lib.ProposalConfig.method,
+                                 'as the driver\'s --proposals', flag_values=FLAGS)
+_MAX_PROPOSALS = flags.DEFINE_integer('max_proposals', config_lib.ProposalConfig.max_boxes,
+                                      'as the driver\'s --max_proposals', flag_values=FLAGS)
+_SED_MODEL = flags.DEFINE_string('sed_model', '', 'OpenCV SED model.yml.gz (default: HED)',
+                                 flag_values=FLAGS)
+_TRUNK = flags.DEFINE_string('trunk', config_lib.FeatureConfig.trunk, 'as the driver\'s --trunk',
+                             flag_values=FLAGS)
+_WEIGHTS = flags.DEFINE_string('weights', config_lib.FeatureConfig.weights,
+                               'as the driver\'s --weights', flag_values=FLAGS)
+_FEATURE_SHORT_SIDE = flags.DEFINE_integer('feature_short_side',
+                                           config_lib.FeatureConfig.short_side,
+                                           'as the driver\'s --feature_short_side',
+                                           flag_values=FLAGS)
 
 
 def _quiet(message):
@@ -161,41 +190,32 @@ def run(spec, split, cache_dir, proposal_config, feature_config, beam_args=(), s
 
 
 def main(argv=None):
-  from click_supervision import config as config_lib  # pylint: disable=g-import-not-at-top
-  from click_supervision import proposals as proposals_lib  # pylint: disable=g-import-not-at-top
-  parser = argparse.ArgumentParser(
-      prog='python -m click_supervision.beam_precompute',
-      description='Fills the proposals and trunk-map caches with an Apache Beam pipeline; '
-                  'other flags go to Beam (e.g. --runner, --direct_num_workers).')
-  parser.add_argument('--dataset', required=True, help='as the driver\'s --dataset')
-  parser.add_argument('--split', default='trainval')
-  parser.add_argument('--cache_dir', required=True, help='the cache folder the driver will read')
-  parser.add_argument('--stages', default=','.join(STAGES), help='proposals,features')
-  # The settings that key the caches, with the driver's flag names and defaults: the driver
-  # finds Beam's shards only when they match its own.
-  parser.add_argument('--proposals', default=proposals_lib.ProposalConfig.method)
-  parser.add_argument('--max_proposals', type=int, default=proposals_lib.ProposalConfig.max_boxes)
-  parser.add_argument('--sed_model', default='', help='OpenCV SED model.yml.gz (default: HED)')
-  parser.add_argument('--trunk', default=config_lib.FeatureConfig.trunk)
-  parser.add_argument('--weights', default=config_lib.FeatureConfig.weights)
-  parser.add_argument('--feature_short_side', type=int,
-                      default=config_lib.FeatureConfig.short_side)
-  args, beam_args = parser.parse_known_args(argv)
+  """The command (module docstring); argv: its arguments, without the program name (default
+  `sys.argv[1:]`); what this module does not define goes to Beam's `PipelineOptions`. Returns
+  the exit code."""
+  beam_args = command_line.parse(
+      FLAGS, argv, USAGE,
+      'Fills the proposals and trunk-map caches with an Apache Beam pipeline; other flags go to '
+      'Beam (e.g. --runner, --direct_num_workers).',
+      required=('dataset', 'cache_dir'), pass_unknown=True)
   tf_logs.quiet()
-  stages = tuple(s.strip() for s in args.stages.split(',') if s.strip())
+  spec, split, cache_dir = _DATASET.value, _SPLIT.value, _CACHE_DIR.value
+  stages = tuple(s.strip() for s in _STAGES.value.split(',') if s.strip())
+  proposal_settings = {'method': _PROPOSALS.value, 'max_boxes': _MAX_PROPOSALS.value,
+                       'edge_source': _SED_MODEL.value or 'hed'}
+  feature_settings = {'trunk': _TRUNK.value, 'weights': _WEIGHTS.value,
+                      'short_side': _FEATURE_SHORT_SIDE.value}
 
   def body():
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
       raise UserError(f'--stages: unknown stage {unknown[0]!r}; stages are {",".join(STAGES)}')
     from click_supervision import datasets  # pylint: disable=g-import-not-at-top
-    datasets.check_spec(args.dataset)
-    proposal_config = proposals_lib.ProposalConfig(
-        method=args.proposals, max_boxes=args.max_proposals, edge_source=args.sed_model or 'hed')
-    feature_config = dataclasses.replace(config_lib.FeatureConfig(), trunk=args.trunk,
-                                         weights=args.weights, short_side=args.feature_short_side)
-    run(args.dataset, args.split, os.path.abspath(args.cache_dir), proposal_config,
-        feature_config, beam_args, stages)
+    datasets.check_spec(spec)
+    proposal_config = config_lib.ProposalConfig(**proposal_settings)
+    feature_config = dataclasses.replace(config_lib.FeatureConfig(), **feature_settings)
+    run(spec, split, os.path.abspath(cache_dir), proposal_config, feature_config, beam_args,
+        stages)
 
   # Every finished shard is in the cache: a rerun computes only the rest.
   return errors.run_command(body, interrupted=errors.INTERRUPTED_RESUMABLE)

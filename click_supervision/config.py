@@ -534,9 +534,10 @@ class DetectorConfig:
     warmup_steps: the rate rises linearly from 0 over this many first steps (0: none).
     ignore_rule: which background RoIs are not taught as background because they probably cover
       another instance of a class present in the image (the training boxes say where one
-      instance is, not that the rest is background): `none`, or `score`: a RoI that overlaps no
-      training box of a class present in the image by IoU >= `ignore_iou` and that the detector
-      being trained already scores above `ignore_score` for that class gets weight 0.
+      instance is, not that the rest is background): `none`, or `score`: a background RoI that
+      lies mostly outside every training box of a class present in the image (less than
+      `ignore_overlap` of its area inside one) and that the detector being trained already
+      scores above `ignore_score` for that class gets weight 0 (`detector.sampling`).
     trunk_learning_rate_factor: with `finetune` other than `none`, the trunk's layers learn at
       this fraction of `learning_rate` (their gradients are scaled by it): at the head's 0.01 the
       whole EfficientNet-Lite0 trunk collapsed (BUILD_NOTES, "Run anywhere: throughput").
@@ -601,8 +602,9 @@ class DetectorConfig:
                              'above --detector_ignore_score for that class, is not taught as '
                              'background (it may be another instance); the same rule for every '
                              'supervision.', choices=IGNORE_RULES)
-  ignore_iou: float = setting(0.1, 'IoU below which a RoI is apart from a training box.',
-                              lower=0.0, upper=1.0)
+  ignore_overlap: float = setting(0.5, 'A RoI with less than this fraction of its area inside '
+                                  'every training box of a class could be another instance '
+                                  'of it.', lower=0.0, upper=1.0)
   ignore_score: float = setting(0.5, 'Class probability above which such a RoI is ignored.',
                                 lower=0.0, upper=1.0)
   epochs: float = setting(32.0, 'Passes over the training images per detector training.',
@@ -654,7 +656,7 @@ class DetectorConfig:
       check(getattr(self, name) >= 0, name, 'must be >= 0')
     for name in ('epochs', 'learning_rate'):
       check(getattr(self, name) > 0, name, 'must be > 0')
-    for name in ('dropout', 'foreground_fraction', 'lr_drop_at', 'ignore_iou', 'ignore_score'):
+    for name in ('dropout', 'foreground_fraction', 'lr_drop_at', 'ignore_overlap', 'ignore_score'):
       check(0 <= getattr(self, name) <= 1, name, 'must be in [0, 1]')
     check(0 <= self.background_iou_low < self.foreground_iou <= 1, 'background_iou_low',
           f'must be in [0, --detector_foreground_iou={self.foreground_iou})')

@@ -22,17 +22,24 @@ names and `schema_version`. Serving from another language: load the SavedModel, 
 proposals any way you like (more and better proposals, better detections) and call `serve`.
 """
 
-import argparse
 import dataclasses
 import os
 import sys
 
+from absl import flags
+
+from click_supervision import command_line
 from click_supervision import errors
 from click_supervision import tf_logs
 from click_supervision.errors import UserError
 
 MODEL_SCHEMA_VERSION = 1
 METADATA_FILE = 'click_supervision_model.json'
+
+USAGE = 'python -m click_supervision.export --run=RUN_DIR --out=MODEL_DIR'
+FLAGS = command_line.new_flag_values()
+_RUN = flags.DEFINE_string('run', None, 'the run folder (its --workdir)', flag_values=FLAGS)
+_OUT = flags.DEFINE_string('out', None, 'the SavedModel folder to write', flag_values=FLAGS)
 
 
 def make_detect_function(model, image_settings, detector_config):
@@ -146,18 +153,18 @@ def export(run_dir, out_dir):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(
-      prog='python -m click_supervision.export',
-      description='Exports the detector of a finished run as a SavedModel.')
-  parser.add_argument('--run', required=True, help='the run folder (its --workdir)')
-  parser.add_argument('--out', required=True, help='the SavedModel folder to write')
-  args = parser.parse_args(argv)
+  """The command (module docstring); argv: its arguments, without the program name (default
+  `sys.argv[1:]`). Returns the exit code."""
+  command_line.parse(FLAGS, argv, USAGE,
+                     'Exports the detector of a finished run as a SavedModel.',
+                     required=('run', 'out'))
   tf_logs.quiet()
+  run_dir, out_dir = _RUN.value, _OUT.value
 
   def body():
-    metadata = export(args.run, args.out)
-    print(f'exported {len(metadata["class_names"])}-class detector of {args.run} (mAP '
-          f'{metadata["map"]:.3f}) to {args.out}', flush=True)
+    metadata = export(run_dir, out_dir)
+    print(f'exported {len(metadata["class_names"])}-class detector of {run_dir} (mAP '
+          f'{metadata["map"]:.3f}) to {out_dir}', flush=True)
 
   return errors.run_command(body)
 

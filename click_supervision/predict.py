@@ -12,16 +12,32 @@ detections (all of them, above the model's score threshold) beside its drawing a
 "score"}]}.
 """
 
-import argparse
 import os
 import sys
 
+from absl import flags
+
+from click_supervision import command_line
 from click_supervision import errors
 from click_supervision import tf_logs
 from click_supervision.errors import UserError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 DRAWN = (255, 140, 0)  # orange, as the TensorBoard detection images
+
+USAGE = ('python -m click_supervision.predict (--model=MODEL_DIR | --run=RUN_DIR) --image=PATH '
+         '--out=PATH [--json] [--min_score=S]')
+FLAGS = command_line.new_flag_values()
+_MODEL = flags.DEFINE_string('model', None, 'a SavedModel folder written by '
+                             'click_supervision.export', flag_values=FLAGS)
+_RUN = flags.DEFINE_string('run', None, 'a finished run folder (its detector, served in process)',
+                           flag_values=FLAGS)
+_IMAGE = flags.DEFINE_string('image', None, 'an image file or a folder of images',
+                             flag_values=FLAGS)
+_OUT = flags.DEFINE_string('out', None, 'the PNG to write (a folder for a folder)',
+                           flag_values=FLAGS)
+_JSON = flags.DEFINE_boolean('json', False, 'also write <name>.json detections', flag_values=FLAGS)
+_MIN_SCORE = flags.DEFINE_float('min_score', 0.5, 'draw boxes scoring >= this', flag_values=FLAGS)
 
 
 def draw(image, detections, min_score):
@@ -59,39 +75,37 @@ def image_jobs(image, out):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog='python -m click_supervision.predict',
-                                   description=__doc__.split('\n')[0])
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument('--model', help='a SavedModel folder written by click_supervision.export')
-  source.add_argument('--run', help='a finished run folder (its detector, served in process)')
-  parser.add_argument('--image', required=True, help='an image file or a folder of images')
-  parser.add_argument('--out', required=True, help='the PNG to write (a folder for a folder)')
-  parser.add_argument('--json', action='store_true', help='also write <name>.json detections')
-  parser.add_argument('--min_score', type=float, default=0.5, help='draw boxes scoring >= this')
-  args = parser.parse_args(argv)
+  """The command (module docstring); argv: its arguments, without the program name (default
+  `sys.argv[1:]`). Returns the exit code."""
+  command_line.parse(FLAGS, argv, USAGE, __doc__.split('\n')[0], required=('image', 'out'))
+  if bool(_MODEL.value) == bool(_RUN.value):
+    errors.fail('give one of --model and --run' if not _MODEL.value else
+                '--model and --run exclude each other: give one', code=2)
   tf_logs.quiet()
-  return errors.run_command(lambda: _predict(args))
+  return errors.run_command(lambda: _predict(
+      _MODEL.value, _RUN.value, _IMAGE.value, _OUT.value, _JSON.value, _MIN_SCORE.value))
 
 
-def _predict(args):
-  """Draws (and with --json lists) the detections of every --image into --out."""
-  jobs = image_jobs(args.image, args.out)
+def _predict(model_dir, run_dir, image_flag, out_flag, write_json, min_score):
+  """Draws (and with --json lists) the detections of every --image into --out, with the
+  detector of --model (`model_dir`) or else --run (`run_dir`)."""
+  jobs = image_jobs(image_flag, out_flag)
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from click_supervision import api  # pylint: disable=g-import-not-at-top
   from click_supervision import atomic  # pylint: disable=g-import-not-at-top
   from click_supervision.datasets import images as images_lib  # pylint: disable=g-import-not-at-top
-  detector = api.Detector.load(args.model) if args.model else api.Detector.from_run(args.run)
+  detector = api.Detector.load(model_dir) if model_dir else api.Detector.from_run(run_dir)
   for path, out in jobs:
     image = images_lib.load_image(path)
     found = detector.detect(image)
     with atomic.open_atomic(out) as f:
-      Image.fromarray(draw(image, found, args.min_score)).save(f, format='PNG')
-    if args.json:
+      Image.fromarray(draw(image, found, min_score)).save(f, format='PNG')
+    if write_json:
       atomic.write_json(os.path.splitext(out)[0] + '.json', {'image': path, 'detections': [
           {'class': name, 'box': [round(float(v), 2) for v in box],
            'score': round(float(score), 6)}
           for box, name, score in zip(found['boxes'], found['classes'], found['scores'])]})
-    shown = int((found['scores'] >= args.min_score).sum())
+    shown = int((found['scores'] >= min_score).sum())
     print(f'{path}: {len(found["scores"])} detections, {shown} drawn -> {out}', flush=True)
 
 

@@ -12,11 +12,13 @@ else each click run's own count of one box per positive (image, class) pair
 (`annotation_hours_full_supervision`), at the same seconds per box.
 """
 
-import argparse
 import math
 import sys
 
+from absl import flags
+
 from click_supervision import atomic
+from click_supervision import command_line
 from click_supervision import errors
 from click_supervision import results as results_lib
 from click_supervision import tf_logs
@@ -24,6 +26,10 @@ from click_supervision import tf_logs
 REGIME_ORDER = ('image labels only', 'one click', 'two clicks', 'boxes', 'all boxes')
 COLORS = {'image labels only': '#7f7f7f', 'one click': '#1f77b4', 'two clicks': '#d62728',
           'boxes': '#2ca02c', 'all boxes': '#9467bd'}
+
+USAGE = 'python -m click_supervision.report RUN_DIR... [--out=report.png]'
+FLAGS = command_line.new_flag_values()
+_OUT = flags.DEFINE_string('out', 'report.png', 'the PNG to write', flag_values=FLAGS)
 
 
 def regime_of(results):
@@ -157,18 +163,23 @@ def draw(rows, out):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog='python -m click_supervision.report',
-                                   description=__doc__.split('\n')[0])
-  parser.add_argument('runs', nargs='+', help='run folders (their --workdir)')
-  parser.add_argument('--out', default='report.png', help='the PNG to write')
-  args = parser.parse_args(argv)
+  """The command (module docstring); argv: its arguments, without the program name (default
+  `sys.argv[1:]`): run folders (their --workdir) and flags, in any order. Returns the exit
+  code."""
+  runs = command_line.parse(
+      FLAGS, argv, USAGE,
+      __doc__.split('\n')[0] + '\nRUN_DIR...: run folders (their --workdir), one or more.',
+      positional=True)
+  if not runs:
+    errors.fail('no run folders: give one or more (their --workdir)', code=2)
   tf_logs.quiet()
+  out = _OUT.value
 
   def body():
-    rows = rows_of(args.runs)
-    draw(rows, args.out)
+    rows = rows_of(runs)
+    draw(rows, out)
     print(table(rows))
-    print(f'wrote {args.out}', flush=True)
+    print(f'wrote {out}', flush=True)
 
   return errors.run_command(body)
 

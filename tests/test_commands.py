@@ -7,8 +7,13 @@ import sys
 
 import pytest
 
+from absl import flags
+
 from click_supervision import area_fit
+from click_supervision import beam_precompute
+from click_supervision import command_line
 from click_supervision import errors
+from click_supervision import export
 from click_supervision import predict
 from click_supervision import report
 from click_supervision import tf_logs
@@ -129,3 +134,97 @@ def test_load_notices_are_dropped_and_the_rest_kept(capfd):
   with tf_logs.load_notices_dropped():
     os.write(2, '\n'.join([notices[0], kept[0], *notices[1:], kept[1], '']).encode())
   assert capfd.readouterr().err.splitlines() == kept
+
+
+# Every `python -m click_supervision.X` tool with flags of its own, and one flag each defines.
+TOOLS = {'export': (export, '--run'), 'predict': (predict, '--min_score'),
+         'report': (report, '--out'), 'area_fit': (area_fit, '--dataset'),
+         'beam_precompute': (beam_precompute, '--max_proposals')}
+
+
+def test_tools_print_their_help_and_exit_0(capsys):
+  for name, (tool, flag) in TOOLS.items():
+    for asked in ('--help', '-?', '--helpshort', '-h', '--helpfull'):
+      with pytest.raises(SystemExit) as stopped:
+        tool.main([asked])
+      out, err = capsys.readouterr()
+      assert stopped.value.code == 0 and err == '', (name, asked, err)
+      assert out.startswith(f'usage: python -m click_supervision.{name} '), out
+      assert f'\n  {flag}: ' in out and '--[no]help' in out, out
+
+
+def test_tools_report_command_line_errors_as_one_line_with_code_2(capsys):
+  cases = [
+      (export.main, [], 'error: --run and --out are required'),
+      (export.main, ['--run=r'], 'error: --out is required'),
+      (export.main, ['--run=r', '--out=m', 'extra'], "error: unexpected arguments ['extra']"),
+      (export.main, ['--run=r', '--out=m', '--outt=n'], "error: Unknown command line flag 'outt'"),
+      (predict.main, ['--image=i.jpg', '--out=o.png'], 'error: give one of --model and --run'),
+      (predict.main, ['--model=m', '--run=r', '--image=i.jpg', '--out=o.png'],
+       'error: --model and --run exclude each other: give one'),
+      (predict.main, ['--model=m', '--image=i.jpg'], 'error: --out is required'),
+      # absl's words after the flag.
+      (predict.main, ['--model=m', '--image=i.jpg', '--out=o.png', '--min_score=high'],
+       'error: flag --min_score=high: '),
+      (predict.main, ['--model=m', '--image=i.jpg', '--out=o.png', '--json=maybe'],
+       'error: flag --json=maybe: '),
+      (report.main, ['--out=r.png'], 'error: no run folders: give one or more (their --workdir)'),
+      (area_fit.main, ['--out=m.json'], 'error: --dataset is required'),
+      (beam_precompute.main, ['--dataset=synthetic', '--runner=DirectRunner'],
+       'error: --cache_dir is required'),
+      (beam_precompute.main, ['--dataset=synthetic', '--cache_dir=c', '--max_proposals=many'],
+       'error: flag --max_proposals=many: ')]
+  for main, argv, line in cases:
+    with pytest.raises(SystemExit) as stopped:
+      main(argv)
+    assert stopped.value.code == 2, (argv, stopped.value.code)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(line), (argv, err)
+  # The click tool (absl.app on the global flags) the same way.
+  code, _, err = run_python(['-m', 'click_supervision.annotate', '--port=eighty'])
+  assert code == 2 and err.startswith('error: flag --port=eighty: ') and err.count('\n') == 1, err
+
+
+def test_each_main_starts_from_the_defaults(tmp_path, capsys, monkeypatch):
+  # Flags given to one call (or to another tool in the process) do not leak into the next.
+  seen = []
+  monkeypatch.setattr(predict, '_predict', lambda *args: seen.append(args))
+  assert predict.main(['--run=r', '--image=i.jpg', '--out=o.png', '--json',
+                       '--min_score=0.9']) == 0
+  assert predict.main(['--model', 'm', '--image', 'i.jpg', '--out', 'o.png']) == 0
+  assert seen == [(None, 'r', 'i.jpg', 'o.png', True, 0.9),
+                  ('m', None, 'i.jpg', 'o.png', False, 0.5)]
+  assert report.main([str(tmp_path / 'no_run'), '--out', 'elsewhere.png']) == 1
+  capsys.readouterr()
+  assert report.FLAGS['out'].value == 'elsewhere.png' != export.FLAGS['out'].value
+
+
+def test_beam_precompute_passes_what_it_does_not_define_to_beam(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(beam_precompute, 'run', lambda *args: calls.append(args))
+  beam_flags = ['--runner', 'DirectRunner', '--direct_num_workers=2', '--save_main_session']
+  assert beam_precompute.main([beam_flags[0], '--dataset=synthetic:smoke', *beam_flags[1:3],
+                               f'--cache_dir={tmp_path}', '--max_proposals=200',
+                               beam_flags[3], '--stages=proposals']) == 0
+  spec, split, cache_dir, proposal_config, feature_config, beam_args, stages = calls[0]
+  assert (spec, split, cache_dir, stages) == ('synthetic:smoke', 'trainval', str(tmp_path),
+                                              ('proposals',))
+  assert proposal_config.max_boxes == 200 and feature_config.short_side == 600
+  assert beam_args == beam_flags
+
+
+def test_parse_reads_a_tool_flag_values_of_its_own(capsys):
+  tool_flags = command_line.new_flag_values()
+  name = flags.DEFINE_string('name', None, 'a name', flag_values=tool_flags)
+  count = flags.DEFINE_integer('count', 1, 'a count', flag_values=tool_flags)
+  assert command_line.parse(tool_flags, ['a', '--name=x', 'b'], 'tool', 'Does.',
+                            positional=True) == ['a', 'b']
+  assert (name.value, count.value) == ('x', 1)
+  assert command_line.parse(tool_flags, ['--other=1', '--count', '3', '--name='], 'tool',
+                            'Does.', pass_unknown=True) == ['--other=1']
+  assert (name.value, count.value) == ('', 3)
+  with pytest.raises(SystemExit) as stopped:
+    command_line.parse(tool_flags, ['--name='], 'tool', 'Does.', required=('name',))
+  assert stopped.value.code == 2
+  assert capsys.readouterr().err == 'error: --name is required\n'
+  assert 'name' not in flags.FLAGS and 'count' not in flags.FLAGS

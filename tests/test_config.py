@@ -86,7 +86,7 @@ BAD = [
     (['--strategy=tpu'], {'strategy': 'tpu'}),
     (['--svm_tol=0'], {'mil.svm_tol': 0.0}),
     (['--feature_context_scale=0.5'], {'features.context_scale': 0.5}),
-    (['--detector_ignore_iou=1.5'], None),  # Refused by the flag's own bound (absl).
+    (['--detector_ignore_overlap=1.5'], None),  # Refused by the flag's own bound (absl).
     (['--trunk=vgg16', '--detector_pool_cut', '--stages=data,detector'],
      {'features.trunk': 'vgg16', 'detector.pool_cut': True, 'stages': ('data', 'detector')}),
     (['--dataset=voc:/no/such/folder'], {'data.dataset': 'voc:/no/such/folder'}),

@@ -381,13 +381,14 @@ def test_learning_rate_schedules():
 
 def test_other_instance_candidates_hand_values():
   boxes = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)  # Class 0, class 2.
-  rois = np.array([[0, 0, 10, 10],      # Class 0's box itself: not apart from it.
-                   [50, 50, 60, 60],    # Apart from both: could be either class.
-                   [0, 0, 10, 30],      # IoU 1/3 with class 0's box; apart from class 2's.
-                   [21, 21, 41, 41]],   # Class 2's box shifted: IoU 0.82 with it.
+  rois = np.array([[0, 0, 10, 10],      # Class 0's box itself: all inside it.
+                   [50, 50, 60, 60],    # Outside both: could be either class.
+                   [0, 0, 10, 30],      # A third inside class 0's box; outside class 2's.
+                   [2, 2, 8, 8],        # A part of class 0's object: inside its box.
+                   [21, 21, 41, 41]],   # Class 2's box shifted: 90 % inside it.
                   np.float32)
-  out = sampling.other_instance_candidates(rois, boxes, [0, 2], 3, max_iou=0.1)
-  np.testing.assert_array_equal(out, [[0, 0, 1], [1, 0, 1], [0, 0, 1], [1, 0, 0]])
+  out = sampling.other_instance_candidates(rois, boxes, [0, 2], 3, max_overlap=0.5)
+  np.testing.assert_array_equal(out, [[0, 0, 1], [1, 0, 1], [1, 0, 1], [0, 0, 1], [1, 0, 0]])
   assert sampling.other_instance_candidates(rois, np.zeros((0, 4)), [], 3).sum() == 0
 
 

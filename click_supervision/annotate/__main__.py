@@ -15,6 +15,7 @@ from absl import app as absl_app
 from absl import flags
 
 from click_supervision import cache as cache_lib
+from click_supervision import command_line
 from click_supervision import datasets
 from click_supervision import errors
 from click_supervision import tf_logs
@@ -104,4 +105,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  absl_app.run(main)
+  # A bad flag or value: one `error:` line and exit code 2, as the driver.
+  absl_app.run(main, flags_parser=command_line.app_flags_parser)

@@ -356,7 +356,7 @@ def make_batch(source, image_ids, training_boxes, config, seed, step, fixed_size
     rows['targets'].append(sample['targets'])
     if ignore:
       rows['other_classes'].append(sampling.other_instance_candidates(
-          sample['rois'], boxes, box_labels, num_classes, config.ignore_iou))
+          sample['rois'], boxes, box_labels, num_classes, config.ignore_overlap))
   batch = _padded_rows(rows, len(image_ids) * config.rois_per_image)
   strides = {'images': 1}
   for key in source.keys:

@@ -68,23 +68,24 @@ def sample_rois(proposals, boxes, labels, num_rois, rng, foreground_fraction=0.2
   return {'rois': rois, 'labels': roi_labels, 'targets': targets}
 
 
-def other_instance_candidates(rois, boxes, labels, num_classes, max_iou=0.1):
+def other_instance_candidates(rois, boxes, labels, num_classes, max_overlap=0.5):
   """Which classes each RoI could be another, unboxed instance of (`DetectorConfig.ignore_rule`).
 
   The training boxes of an image say where one instance of each present class is, not that the
-  rest of the image is background. A RoI overlapping no training box of a present class c by
-  IoU >= `max_iou` (it is not that instance, nor a part of it or a box around it) could be
-  another instance of c; the training step ignores such a background RoI when the detector
-  already scores it high for c.
+  rest of the image is background. A RoI that lies mostly outside every training box of a
+  present class c (less than `max_overlap` of its area inside one) is neither that instance nor
+  a part of it, and could be another instance of c; the training step ignores such a background
+  RoI when the detector already scores it high for c. (A part of the boxed object lies inside
+  its box and stays a background example.)
 
   Args:
     rois: float32 [R, 4] pixel boxes.
     boxes: float32 [G, 4] the image's training boxes.
     labels: int [G] their class indices (the present classes).
     num_classes: C.
-    max_iou: IoU below which a RoI is apart from a box.
+    max_overlap: fraction of a RoI's area inside a box below which it lies outside it.
   Returns:
-    float32 [R, C]: 1 where class c is present and the RoI is apart from all of c's boxes.
+    float32 [R, C]: 1 where class c is present and the RoI lies outside all of c's boxes.
   """
   rois = np.asarray(rois, np.float32).reshape(-1, 4)
   boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -92,7 +93,11 @@ def other_instance_candidates(rois, boxes, labels, num_classes, max_iou=0.1):
   out = np.zeros((len(rois), num_classes), np.float32)
   if not len(boxes) or not len(rois):
     return out
-  iou = box_lib.pairwise_iou(rois, boxes)
+  top_left = np.maximum(rois[:, None, :2], boxes[None, :, :2])
+  bottom_right = np.minimum(rois[:, None, 2:], boxes[None, :, 2:])
+  inside = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)  # [R, G]
+  area = np.prod(np.clip(rois[:, 2:] - rois[:, :2], 0, None), axis=1)
+  inside = inside / np.maximum(area, 1e-6)[:, None]
   for c in np.unique(labels):
-    out[:, c] = iou[:, labels == c].max(axis=1) < max_iou
+    out[:, c] = inside[:, labels == c].max(axis=1) < max_overlap
   return out

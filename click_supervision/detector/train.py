@@ -126,7 +126,10 @@ def num_steps(num_images, config):
 
 
 # Settings that do not change a trained detector (a head on cached maps has no trunk rate).
-_NOT_FINGERPRINTED = ('checkpoint_every', 'deterministic')
+# (The test's settings are not the trained detector's: a run that changes only them tests the
+# same model again.)
+_NOT_FINGERPRINTED = ('checkpoint_every', 'deterministic', 'nms_iou', 'max_detections',
+                      'score_threshold', 'test_scales', 'test_flip')
 
 
 def fingerprint(source, training_boxes, num_classes, config):
