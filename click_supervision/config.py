@@ -550,7 +550,8 @@ class DetectorConfig:
       and step) and is tested at (outputs averaged); each has its own cached maps. Empty: the
       trunk-map cache's `FeatureConfig.short_side` alone.
     test_flip: the test also runs on the mirrored image; class probabilities and the
-      mirrored-back boxes are averaged with the plain image's (`detector.serving`).
+      mirrored-back boxes are averaged with the plain image's (`detector.serving`). Deep MIL
+      scores the proposals of its training images with the test's views too.
     deep_mil_iterations: iterations of deep MIL (the detector as the appearance model).
     deep_mil_folds: detectors per deep MIL iteration, each re-localising the images it was not
       trained on (`detector.deep_mil`).

@@ -135,9 +135,10 @@ def stage_precompute(config, dataset, record, mirrored=None, test=False):
   # The detector's own maps: mirrored images (flips), the trunk's cut (--detector_finetune=upper,
   # --detector_pool_cut), and other image scales (--detector_train_scales / test_scales).
   detector = config.detector
-  if mirrored is None:
-    mirrored = detector.flip
-  scales = detector.test_scales if test else detector.train_scales
+  if mirrored is None:  # Flips in training; deep MIL scores the training images as the test.
+    mirrored = detector.flip or (detector.test_flip and config.runs('deep_mil'))
+  scales = detector.test_scales if test else (
+      detector.train_scales + (detector.test_scales if config.runs('deep_mil') else ()))
   base = config.features.short_side
   by_scale = {}
   for scale in dict.fromkeys([base, *scales]):  # In order, once each.

@@ -22,6 +22,7 @@ import numpy as np
 from click_supervision import localizations as localizations_lib
 from click_supervision import mil as mil_lib
 from click_supervision.detector import batches as batches_lib
+from click_supervision.detector import inference
 from click_supervision.detector import scorer as scorer_lib
 from click_supervision.detector import train as train_lib
 
@@ -80,7 +81,7 @@ def run_deep_mil(records, class_names, bags, source, selected_clicks, mil_select
             trunk=trunk))
       timings['train'] += time.time() - start
       start = time.time()
-      scorer = scorer_lib.DetectorScorer(models, source)
+      scorer = scorer_lib.DetectorScorer(models, source, inference.test_views(config))
       new = _relocalize(problem, bags, scorer, image_folds if folds >
                         1 else None, area_model, mil_config, iteration, progress,
                         refine=config.deep_mil_refine)

@@ -9,27 +9,35 @@ from click_supervision.detector import serving
 
 class DetectorScorer:
   """`scores(bag, fold, classes)` like `appearance.LinearModels`: A(p) = the detector's class
-  probability of each proposal, from `serving.model_outputs` (the test's own computation).
+  probability of each proposal, computed as the test computes it (`serving.view_outputs`, over
+  the test's views: with `test_flip`, the plain and the mirrored image).
 
   Args:
     models: list of `detector.FastRcnn`, one per fold: fold k's detector was trained without
       the images of fold k (one model: every image is scored by it).
-    source: `batches.InputSource` over every image to score, in the models' training mode.
+    source: `batches.InputSource` over every image to score, in the models' training mode, with
+      the maps of every view.
+    views: (scale, mirrored) pairs (`inference.test_views`); default the plain image alone.
   """
 
-  def __init__(self, models, source):
+  def __init__(self, models, source, views=((None, False),)):
     self.source = source
+    self.views = list(views)
     self.score_functions = [serving.make_score_function(m) for m in models]
-    self._last = None  # (image id, fold) -> the head's outputs, reused by `refined_box`.
+    self._last = None  # (image id, fold) -> the outputs, reused by `refined_box`.
 
   def _outputs(self, bag, fold):
     key = (bag.image_id, fold)
     if self._last is None or self._last[0] != key:
       k = fold if len(self.score_functions) > 1 else 0
-      inputs, factors, _ = inference.model_inputs(self.source, bag.image_id)
-      probabilities, deltas = self.score_functions[k](
-          inputs, tf.constant(np.asarray(bag.boxes, np.float32)), factors)
-      self._last = (key, (probabilities.numpy(), deltas.numpy()))
+      views = []
+      for scale, mirrored in self.views:
+        inputs, factors, (_, width) = inference.model_inputs(self.source, bag.image_id,
+                                                             mirrored, scale)
+        views.append((inputs, factors, mirrored))
+      probabilities, boxes = self.score_functions[k](
+          views, tf.constant(np.asarray(bag.boxes, np.float32)), tf.constant(width))
+      self._last = (key, (probabilities.numpy(), boxes.numpy()))
     return self._last[1]
 
   def scores(self, bag, fold, classes):
@@ -41,9 +49,6 @@ class DetectorScorer:
     """Proposal `index` moved by the detector's box regression for `class_index`, clipped to
     the image: float32 [4] pixels."""
     from click_supervision import boxes as box_lib  # pylint: disable=g-import-not-at-top
-    from click_supervision.detector import box_coding  # pylint: disable=g-import-not-at-top
-    _, deltas = self._outputs(bag, fold)
-    box = box_coding.decode(bag.boxes[index:index + 1],
-                            deltas[index:index + 1, class_index]).numpy()
-    box = box_lib.clip_to_image(box, height, width)
+    _, boxes = self._outputs(bag, fold)
+    box = box_lib.clip_to_image(boxes[index:index + 1, class_index], height, width)
     return box[0] if box_lib.is_valid(box)[0] else bag.boxes[index]

@@ -124,7 +124,7 @@ def make_detect_function(model, config):
 
 
 def make_score_function(model):
-  """Class probabilities and box deltas of one image's proposals (deep MIL's appearance score)
-  as a `tf.function`: score(inputs, proposals, factors) -> (float32 [P, C + 1], [P, C, 4])."""
-  return tf.function(lambda inputs, proposals, factors: model_outputs(
-      model, inputs, proposals, factors), reduce_retracing=True)
+  """Class probabilities and class boxes of one image's proposals over its views (deep MIL's
+  appearance score) as a `tf.function`: score(views, proposals, width) -> `view_outputs`."""
+  return tf.function(lambda views, proposals, width: view_outputs(model, views, proposals, width),
+                     reduce_retracing=True)
