@@ -134,6 +134,13 @@ def images_of_step(bags, seed, step, images_per_batch):
   return ids
 
 
+# NumPy parses an .npy header with `ast.literal_eval`, and CPython 3.11's AST constructor keeps a
+# process-wide recursion counter that two threads using it at once corrupt ("SystemError: AST
+# constructor recursion depth mismatch", seen with two input threads reading shards): shards are
+# read one at a time.
+_READ_LOCK = threading.Lock()
+
+
 class _ShardMemo:
   """The last few shards read from each cache, shared by the input pipeline's threads."""
 
@@ -149,7 +156,8 @@ class _ShardMemo:
       if key in self._shards:
         self._shards.move_to_end(key)
         return self._shards[key][image_id]
-    per_image = cache.read_shard(shard)  # Outside the lock: other threads keep going.
+    with _READ_LOCK:  # Not the memo's lock: threads whose shards are in memory keep going.
+      per_image = cache.read_shard(shard)
     if per_image is None:
       raise RuntimeError(f'{cache.shard_path(shard)} is missing or corrupt')
     with self._lock:

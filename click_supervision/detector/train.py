@@ -230,7 +230,10 @@ def make_train_step(model, optimizer, strategy, config):
             'accuracy': tf.reduce_sum(correct * valid) / global_rois,
             'ignored': tf.reduce_sum(ignored) / global_rois}
 
-  @tf.function(reduce_retracing=True)  # Maps and images change size from step to step.
+  # Maps and images change size from step to step. No AutoGraph (the step has no tensor-dependent
+  # Python control flow): its source parsing would run while the input threads parse .npy
+  # headers, and CPython 3.11's AST constructor is not thread-safe (`batches._READ_LOCK`).
+  @tf.function(reduce_retracing=True, autograph=False)
   def step(batch):
     per_replica = strategy.run(replica_step, args=(batch,))
     return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
