@@ -121,10 +121,3 @@ def from_normalized(boxes, height, width):
   """TFDS normalized `[ymin, xmin, ymax, xmax]` in [0, 1] -> pixels, float32 [N, 4]."""
   boxes = as_boxes(boxes)
   return boxes * np.array([height, width, height, width], np.float32)
-
-
-def to_normalized(boxes, height, width):
-  """Pixels -> normalized `[ymin, xmin, ymax, xmax]` in [0, 1] (what `tf.image.crop_and_resize`
-  and TFDS use), float32 [N, 4]."""
-  boxes = as_boxes(boxes)
-  return boxes / np.array([height, width, height, width], np.float32)

@@ -209,21 +209,6 @@ def _nms_helper():
     os.remove(path)
 
 
-def edge_orientation(edges):
-  """Orientation of the edge normal at every pixel, as in the SED toolbox.
-
-  The edge map is smoothed with a triangle filter of radius 4; the angle comes from its second
-  derivatives.
-
-  Args:
-    edges: float [H, W] edge map.
-  Returns:
-    float32 [H, W], radians in [0, pi); 0 for a vertical edge (its normal is horizontal).
-  """
-  edges = np.ascontiguousarray(edges, np.float32)
-  return _nms_helper().computeOrientation(edges)
-
-
 def thin_edges(edges, radius=2, border=0, multiplier=1.0):
   """Orientation-aware non-maximum suppression of an edge map.
 

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from click_supervision.datasets import images as images_lib
 
 
 @keras.saving.register_keras_serializable(package='click_supervision')
@@ -235,9 +234,6 @@ class FeatureExtractor:
   def feature_dim(self):
     return self.pooler.feature_dim(int(self.trunk.output_shape[-1]))
 
-  def features_of_file(self, path, boxes):
-    """`__call__` on an image file read with `images.load_image`."""
-    return self(images_lib.load_image(path), boxes)
 
 
 class MapPooler:

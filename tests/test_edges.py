@@ -60,11 +60,6 @@ def test_thinning_suppresses_nothing_on_a_thin_map_and_rejects_3d():
     edges.thin_edges(np.zeros((5, 5, 3), np.float32))
 
 
-def test_edge_orientation_matches_thin_edges():
-  edge_map = _blurred_vertical_ridge()
-  np.testing.assert_array_equal(edges.edge_orientation(edge_map), edges.thin_edges(edge_map)[1])
-
-
 # ------------------------------------------------------------------------------------------- HED
 
 

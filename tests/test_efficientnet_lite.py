@@ -20,12 +20,12 @@ def state_dict():
 @pytest.fixture(scope='module')
 def classifier():
   # Any input size, so that its stem can be checked on a small odd-sized input.
-  return efficientnet_lite.efficientnet_lite0_classifier(weights='imagenet',
-                                                         input_shape=(None, None, 3))
+  return efficientnet_lite.efficientnet_lite0(weights='imagenet', include_top=True,
+                                             input_shape=(None, None, 3))
 
 
 def test_parameter_count_matches_the_weights_file(state_dict):
-  model = efficientnet_lite.efficientnet_lite0_classifier(weights=None)
+  model = efficientnet_lite.efficientnet_lite0(weights=None, include_top=True)
   # Trainable weights plus BN moving mean/variance; the file's numbers minus num_batches_tracked.
   assert model.count_params() == efficientnet_lite.NUM_PARAMS == 4_694_024
   in_file = sum(v.size for k, v in state_dict.items() if not k.endswith('num_batches_tracked'))
@@ -33,7 +33,7 @@ def test_parameter_count_matches_the_weights_file(state_dict):
 
 
 def test_conversion_uses_every_tensor_exactly_once(state_dict):
-  model = efficientnet_lite.efficientnet_lite0_classifier(weights=None)
+  model = efficientnet_lite.efficientnet_lite0(weights=None, include_top=True)
   converted = efficientnet_lite.keras_weights_from_state_dict(state_dict)
   weighted = {layer.name: layer for layer in model.layers if layer.weights}
   assert set(converted) == set(weighted)

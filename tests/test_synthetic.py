@@ -281,12 +281,6 @@ def test_sampled_scenes_annotate_every_drawn_object():
     assert all(o['visible_frac'] >= config.min_visible_frac - 0.05 for o in objects)
 
 
-def test_load_synthetic_names_the_dataset(small):
-  cache_dir = os.path.dirname(os.path.dirname(small))
-  dataset = synthetic.load_synthetic(cache_dir, 'val', log=lambda _: None, config=SMALL)
-  assert dataset.name == 'synthetic' and len(dataset.records) == SMALL.num_val
-
-
 def test_config_rejects_unknown_classes():
   with pytest.raises(ValueError):
     synthetic.SyntheticConfig(classes=('disc', 'dog'))

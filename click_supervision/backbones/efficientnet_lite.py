@@ -283,15 +283,6 @@ def efficientnet_lite(variant='lite0', weights='imagenet', include_top=True, out
   return model
 
 
-def efficientnet_lite0_classifier(weights='imagenet', input_shape=(CLASSIFIER_SIZE,
-                                                                    CLASSIFIER_SIZE, 3)):
-  """The ImageNet classifier: float32 [B, 224, 224, 3] RGB in [0, 255] -> logits float32 [B, 1000].
-
-  Pass `input_shape=(None, None, 3)` for any image size (the top pools globally).
-  """
-  return efficientnet_lite0(weights=weights, include_top=True, input_shape=input_shape)
-
-
 def efficientnet_lite0_trunk(weights='imagenet', output='block7'):
   """A feature trunk: float32 [B, H, W, 3] RGB in [0, 255], any H and W -> a feature map.
 

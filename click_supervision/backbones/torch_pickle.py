@@ -352,7 +352,7 @@ def load_legacy_state_dict(path):
     ValueError naming the file when it is not a legacy-format file holding a flat dict of tensors.
   """
   path = os.fspath(path)
-  obj = _load(path)
+  obj = load_legacy(path)
   if not isinstance(obj, dict):
     raise ValueError(f'{path}: holds a {type(obj).__name__}, not a state dict')
   for name, value in obj.items():

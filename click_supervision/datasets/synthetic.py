@@ -40,6 +40,8 @@ import time
 import cv2
 import numpy as np
 
+from click_supervision import atomic
+
 from click_supervision import boxes as box_lib
 
 # Bump whenever the drawing code changes what is generated: it is part of the cache folder name.
@@ -177,16 +179,6 @@ def ensure_synthetic(cache_dir, log=print, config=None):
   return final
 
 
-def load_synthetic(cache_dir, split, log=print, config=None):
-  """`ensure_synthetic` + `voc.load_voc`: one split as a `records.Dataset` named `synthetic`."""
-  from click_supervision.datasets import voc  # Local import: voc does not need this module.
-  return voc.load_voc(ensure_synthetic(cache_dir, log, config), split, name='synthetic', log=log)
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing the folder.
-
-
 def _write_dataset(root, config):
   """Generates every image into the VOC layout under `root`; returns counts."""
   for sub in ('Annotations', 'JPEGImages', os.path.join('ImageSets', 'Main')):
@@ -209,11 +201,9 @@ def _write_dataset(root, config):
                             [cv2.IMWRITE_JPEG_QUALITY, config.jpeg_quality])
     if not ok:
       raise RuntimeError(f'JPEG encoding failed for synthetic image {image_id}')
-    with open(os.path.join(root, 'JPEGImages', image_id + '.jpg'), 'wb') as f:
-      f.write(jpeg.tobytes())
-    with open(os.path.join(root, 'Annotations', image_id + '.xml'), 'w', encoding='utf-8',
-              newline='\n') as f:
-      f.write(_annotation_xml(image_id, image.shape[0], image.shape[1], objects))
+    atomic.write_bytes(os.path.join(root, 'JPEGImages', image_id + '.jpg'), jpeg.tobytes())
+    _write_text(os.path.join(root, 'Annotations', image_id + '.xml'),
+                _annotation_xml(image_id, image.shape[0], image.shape[1], objects))
     ids[split].append(image_id)
     if split in ('train', 'val'):
       ids['trainval'].append(image_id)
@@ -242,8 +232,7 @@ def _write_dataset(root, config):
 
 
 def _write_text(path, text):
-  with open(path, 'w', encoding='utf-8', newline='\n') as f:
-    f.write(text)
+  atomic.write_bytes(path, text.encode('utf-8'))
 
 
 def _annotation_xml(image_id, height, width, objects):
