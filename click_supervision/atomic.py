@@ -34,6 +34,29 @@ def _fsync_folder(folder):
 
 
 @contextlib.contextmanager
+def _replacing(path, suffix=TEMP_SUFFIX):
+  """Yields a temporary file name beside `path`; on a clean exit that file is fsync'ed and
+  renamed over `path` (then the folder fsync'ed), on an exception removed."""
+  folder = os.path.dirname(os.path.abspath(path))
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix=suffix)
+  os.close(fd)
+  try:
+    yield tmp
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+  _fsync_folder(folder)
+
+
+@contextlib.contextmanager
 def open_atomic(path, mode='wb'):
   """Context manager yielding a file object whose content replaces `path` on a clean exit.
 
@@ -43,20 +66,9 @@ def open_atomic(path, mode='wb'):
     path: the target file.
     mode: 'wb' or 'w' (text, UTF-8).
   """
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.', suffix=TEMP_SUFFIX)
-  try:
-    with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
+  with _replacing(path) as tmp:
+    with open(tmp, mode, **({} if 'b' in mode else {'encoding': 'utf-8'})) as f:
       yield f
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
-  _fsync_folder(folder)
 
 
 def write_bytes(path, data):
@@ -105,24 +117,8 @@ def write_jsonl(path, rows):
 def save_keras_model(model, path):
   """`model.save(path)` atomically: Keras writes a temporary `.keras` file beside `path` (it
   wants the extension), which is fsync'ed and renamed over `path`."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{os.path.basename(path)}.',
-                             suffix=TEMP_SUFFIX + '.keras')
-  os.close(fd)
-  try:
+  with _replacing(path, suffix=TEMP_SUFFIX + '.keras') as tmp:
     model.save(tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
-  _fsync_folder(folder)
 
 
 def is_temp_file(name):

@@ -58,6 +58,9 @@ SUPERVISIONS = ('mil', 'boxes', 'boxes_all')
 DETECTOR_FINETUNES = ('none', 'upper', 'top', 'all')
 LR_SCHEDULES = ('step', 'cosine')
 IGNORE_RULES = ('none', 'score')
+# Images each deep MIL detector must train on (BUILD_NOTES, "Deep MIL against SVM MIL by data
+# size"): at 30 (60 photos, 2 folds) deep MIL lowered CorLoc, at 250 (501 photos) it raised it.
+DEEP_MIL_MIN_IMAGES = 100
 STRATEGIES = ('default', 'mirrored', 'tpu', 'multi_worker')
 CUES = ('objectness', 'appearance', 'box_center', 'box_area', 'click_init', 'split_instances')
 TRAINERS = ('svm', 'lda')
@@ -88,6 +91,7 @@ FLAG_NAMES = {
     'detector.trunk_learning_rate_factor': 'detector_trunk_lr_factor',
     'detector.deep_mil_iterations': 'deep_mil_iterations', 'detector.deep_mil_folds': 'deep_mil_folds',
     'detector.deep_mil_refine': 'deep_mil_refine', 'detector.deep_mil_epochs': 'deep_mil_epochs',
+    'detector.deep_mil_min_images': 'deep_mil_min_images',
 }
 # Edge Boxes' own parameters get the prefix `edge_boxes_` (`--edge_boxes_alpha`).
 _EDGE_BOXES_FIELDS = ('alpha', 'beta', 'eta', 'min_score', 'max_aspect_ratio', 'min_box_area',
@@ -313,6 +317,8 @@ class ProposalConfig:
 
 
 TRUNKS = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2', 'vgg16', 'alexnet')
+# The trunks that split at a stride-16 cut into a cached `lower` and a trainable `upper` part.
+CUTTABLE_TRUNKS = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -522,7 +528,9 @@ class DetectorConfig:
       and `all` the whole trunk, both run on the images in the step (accelerators). BatchNorm
       stays frozen in every mode.
     pool_size: the detector's RoI grid side (MIL keeps `FeatureConfig.pool_size`).
-    pool_cut: also pool each RoI from the stride-16 map of the cut (`detector.fast_rcnn`).
+    pool_cut: also pool each RoI from the stride-16 map of the cut (`detector.fast_rcnn`); on by
+      default (+8 points mAP on the tuning set, BUILD_NOTES). A trunk that cannot be cut
+      (`backbones.CUTTABLE`) pools its one map: `Config.resolved()` turns the setting off.
     hidden_units: width of fc6 and fc7.
     dropout: dropout after fc6 and fc7.
     images_per_batch, rois_per_image: a step's images and RoIs sampled per image (Fast R-CNN:
@@ -555,6 +563,10 @@ class DetectorConfig:
     deep_mil_iterations: iterations of deep MIL (the detector as the appearance model).
     deep_mil_folds: detectors per deep MIL iteration, each re-localising the images it was not
       trained on (`detector.deep_mil`).
+    deep_mil_min_images: deep MIL runs only when each of its detectors (one per fold) trains on
+      at least this many images; with fewer, SVM MIL's localisations are kept (its detectors
+      are then worse appearance models than the SVMs they replace: BUILD_NOTES, "Deep MIL
+      against SVM MIL by data size").
     deep_mil_refine: move each re-localised box by the detector's box regression.
     nms_iou, max_detections, score_threshold: test-time per-class NMS, detections kept per image,
       and the class probability below which a box is not a detection.
@@ -574,8 +586,9 @@ class DetectorConfig:
                           'stays frozen.', choices=DETECTOR_FINETUNES)
   pool_size: int = setting(3, 'RoI grid side of the detector (MIL keeps --feature_pool_size).',
                            lower=1)
-  pool_cut: bool = setting(False, 'Also pool each RoI from the stride-16 map of the trunk\'s cut '
-                           '(EfficientNet-Lite; caches those maps).')
+  pool_cut: bool = setting(True, 'Also pool each RoI from the stride-16 map of the trunk\'s cut '
+                           '(caches those maps). Trunks without a cut (vgg16, alexnet) pool their '
+                           'one map.')
   hidden_units: int = setting(1024, 'Width of the fc6 and fc7 layers.', lower=1)
   dropout: float = setting(0.5, 'Dropout after fc6 and fc7.', lower=0.0, upper=1.0)
   images_per_batch: int = setting(2, 'Images per detector training step (each gives its RoIs); '
@@ -620,13 +633,17 @@ class DetectorConfig:
   test_scales: tuple = setting((), 'Image short sides the detector is tested at, its class '
                                'probabilities and boxes averaged over them (empty: '
                                '--feature_short_side).')
-  test_flip: bool = setting(False, 'Also test on the mirrored image and average (caches the '
+  test_flip: bool = setting(True, 'Also test on the mirrored image and average (caches the '
                             'mirrored test images\' maps).')
   deep_mil_iterations: int = setting(2, 'Deep MIL iterations (the detector as the appearance '
                                      'model).', lower=0)
   deep_mil_folds: int = setting(2, 'Detectors per deep MIL iteration; each re-localises the '
                                 'images it was not trained on (1 = one detector for all).',
                                 lower=1)
+  deep_mil_min_images: int = setting(DEEP_MIL_MIN_IMAGES, 'Deep MIL runs only when each of its '
+                                     'detectors trains on at least this many images; below, SVM '
+                                     'MIL\'s localisations are kept (on 60 photos deep MIL made '
+                                     'CorLoc worse).', lower=0)
   deep_mil_refine: bool = setting(False, 'Move each box deep MIL selects by the detector\'s box '
                                   'regression.')
   nms_iou: float = setting(0.3, 'Test: per-class NMS IoU threshold.', lower=0.0, upper=1.0)
@@ -729,23 +746,27 @@ class Config:
     check.choice(self.strategy, 'strategy', STRATEGIES)
     check(self.strategy != 'tpu' or bool(self.tpu), 'tpu',
           '--strategy=tpu needs --tpu=ADDRESS (the TPU name, grpc://host:port, or local)')
-    check(not (self.detector.finetune == 'upper' or self.detector.pool_cut) or
-          self.features.trunk.startswith('efficientnet_lite') or not self.needs('detector'),
-          'features.trunk', '--detector_finetune=upper and --detector_pool_cut cut the trunk at '
-          'stride 16, which only the EfficientNet-Lite trunks can be')
+    check(self.detector.finetune != 'upper' or self.features.trunk in CUTTABLE_TRUNKS or
+          not self.needs('detector'),
+          'features.trunk', '--detector_finetune=upper trains the trunk above its stride-16 cut, '
+          f'which only {", ".join(CUTTABLE_TRUNKS)} have')
     check.done()
 
   def resolved(self):
     """This Config with its derived values filled in (what a run records): an empty
     `test_dataset` is the training data source, an empty `workdir` is
-    `runs/<dataset>_<split>_clicks<N>_seed<S>`; the workdir is made absolute."""
+    `runs/<dataset>_<split>_clicks<N>_seed<S>`; the workdir is made absolute; a trunk without
+    a stride-16 cut pools its one map (`detector.pool_cut` off)."""
     workdir = self.workdir
     if not workdir:
       from click_supervision import datasets  # pylint: disable=g-import-not-at-top
       workdir = os.path.join('runs', f'{datasets.dataset_slug(self.data.dataset)}_'
                              f'{self.data.split}_clicks{self.clicks.num_clicks}_seed'
                              f'{self.clicks.seed}')
-    return dataclasses.replace(self, workdir=os.path.abspath(workdir),
+    detector = self.detector
+    if detector.pool_cut and self.features.trunk not in CUTTABLE_TRUNKS:
+      detector = dataclasses.replace(detector, pool_cut=False)
+    return dataclasses.replace(self, workdir=os.path.abspath(workdir), detector=detector,
                                test_dataset=self.test_dataset or self.data.dataset)
 
   def needs(self, what):
@@ -789,14 +810,16 @@ class Config:
   @classmethod
   def smoke(cls, **changes):
     """The smoke preset: every stage shrunk (the 20-image synthetic set, 200 proposals, native
-    image size, 2 MIL iterations of 3 folds) so the whole driver runs in seconds.
+    image size, 2 MIL iterations of 3 folds, deep MIL however few its images) so the whole
+    driver runs in seconds.
 
     Args:
       **changes: settings as `from_settings` takes them (`'detector.epochs': 4`, or top-level
         names), applied over the preset.
     """
     preset = {'data.dataset': 'synthetic:smoke', 'proposals.max_boxes': 200,
-              'features.short_side': 0, 'mil.num_iterations': 2, 'mil.num_folds': 3}
+              'features.short_side': 0, 'mil.num_iterations': 2, 'mil.num_folds': 3,
+              'detector.deep_mil_min_images': 0}  # 12 images: run deep MIL all the same.
     return cls.from_settings(dict(preset, **changes))
 
   @classmethod

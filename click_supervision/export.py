@@ -125,10 +125,15 @@ def serving_model(run_dir):
   return model, metadata
 
 
+# Settings whose default changed: a run recorded before they existed used the old value.
+SETTINGS_BEFORE_RECORDED = {'pool_cut': False, 'test_flip': False}
+
+
 def detector_config_of(metadata):
   from click_supervision import config as config_lib  # pylint: disable=g-import-not-at-top
   names = {f.name for f in dataclasses.fields(config_lib.DetectorConfig)}
-  return config_lib.DetectorConfig(**{k: v for k, v in metadata['detector'].items() if k in names})
+  recorded = dict(SETTINGS_BEFORE_RECORDED, **metadata['detector'])
+  return config_lib.DetectorConfig(**{k: v for k, v in recorded.items() if k in names})
 
 
 def export(run_dir, out_dir):

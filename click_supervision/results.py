@@ -86,6 +86,9 @@ KEYS = {
     'corloc_deep_mil_pooled_per_iteration': '(deep_mil) list: pooled CorLoc per iteration',
     'changes_per_iteration_deep_mil': '(deep_mil) list of int: selections changed',
     'deep_mil_folds': '(deep_mil) int: detectors per iteration',
+    'deep_mil_skipped': '(deep_mil) str, present when deep MIL kept SVM MIL\'s localisations '
+                        'because its detectors would train on too few images '
+                        '(--deep_mil_min_images)',
     'deep_mil_timings_s': '(deep_mil) dict part -> seconds',
     # detector
     'map': '(detector) mAP on `test_dataset` / `test_split` (`map_metric` says which: VOC '

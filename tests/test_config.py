@@ -77,6 +77,9 @@ def test_resolved_fills_the_workdir_and_the_test_data():
   assert resolved.workdir == os.path.abspath(
       os.path.join('runs', 'synthetic-smoke_trainval_clicks2_seed0'))
   assert resolved.test_dataset == 'synthetic:smoke'
+  assert resolved.detector.pool_cut  # The default trunk has a stride-16 cut ...
+  uncut = config_lib.Config.from_settings({'features.trunk': 'vgg16'}).resolved()
+  assert not uncut.detector.pool_cut  # ... VGG16 pools its one map.
 
 
 # Each bad configuration as flags and as Python settings.
@@ -87,8 +90,8 @@ BAD = [
     (['--svm_tol=0'], {'mil.svm_tol': 0.0}),
     (['--feature_context_scale=0.5'], {'features.context_scale': 0.5}),
     (['--detector_ignore_overlap=1.5'], None),  # Refused by the flag's own bound (absl).
-    (['--trunk=vgg16', '--detector_pool_cut', '--stages=data,detector'],
-     {'features.trunk': 'vgg16', 'detector.pool_cut': True, 'stages': ('data', 'detector')}),
+    (['--trunk=vgg16', '--detector_finetune=upper', '--stages=data,detector'],
+     {'features.trunk': 'vgg16', 'detector.finetune': 'upper', 'stages': ('data', 'detector')}),
     (['--dataset=voc:/no/such/folder'], {'data.dataset': 'voc:/no/such/folder'}),
     (['--click_source=/no/such/clicks.jsonl'], {'clicks.source': '/no/such/clicks.jsonl'}),
 ]

@@ -5,6 +5,7 @@ test_serving_recipe.py."""
 
 import dataclasses
 import json
+import os
 
 import keras
 import numpy as np
@@ -96,7 +97,8 @@ def toy_source(tmp_path, mode='none', **kwargs):
 
 FAST = config_lib.DetectorConfig(hidden_units=32, epochs=60, deep_mil_epochs=0,
                                  rois_per_image=32, learning_rate=0.1, checkpoint_every=20,
-                                 dropout=0.1, pool_size=2)
+                                 dropout=0.1, pool_size=2, pool_cut=False, test_flip=False,
+                                 deep_mil_min_images=0)
 QUIET = {'log': lambda m: None}
 
 
@@ -467,6 +469,34 @@ def test_deep_mil_corrects_wrong_localisations_and_resumes(tmp_path):
                                 str(tmp_path / 'run'), folds=2, log=messages.append)
   assert sum('read from' in m for m in messages) == 2
   assert again['corloc_deep_mil'] == result['corloc_deep_mil']
+
+
+def test_deep_mil_on_too_few_images_keeps_the_svm_localisations(tmp_path):
+  # 24 images in 2 folds: each detector would train on 12, fewer than asked for. Deep MIL then
+  # trains nothing and returns MIL's localisations: on small sets its detectors are worse
+  # appearance models than the SVMs (BUILD_NOTES, "Deep MIL against SVM MIL by data size").
+  records, names, bags = toy_maps(tmp_path, num_images=24, seed=5, sides=(24,))
+  start = {(r['image_id'], int(r['gt_labels'][0])): {
+      'box': r['gt_boxes'][0] + np.float32([0, 0, -4, -4]), 'index': -1, 'score': 0.0,
+      'iteration': 5, 'split': False} for r in records}
+  config = dataclasses.replace(FAST, deep_mil_iterations=2, deep_mil_min_images=13)
+  messages = []
+  result = deep_mil.run_deep_mil(records, names, bags, batches_lib.InputSource(bags), {}, start,
+                                 mil.MilConfig(cues=('appearance',)), config,
+                                 str(tmp_path / 'run'), folds=2, log=messages.append)
+  assert 'train on 12 images, fewer than --deep_mil_min_images=13' in result['deep_mil_skipped']
+  assert any('SVM MIL\'s localisations are kept' in m for m in messages), messages
+  assert result['corloc_deep_mil_per_iteration'] == [result['corloc_deep_mil']]
+  assert result['changes_per_iteration_deep_mil'] == []
+  for pair, selection in result['selections'].items():
+    np.testing.assert_array_equal(selection['box'], start[pair]['box'])
+  assert not os.listdir(tmp_path / 'run' / 'deep_mil')  # No detector trained.
+  # At the threshold it runs.
+  enough = dataclasses.replace(config, deep_mil_min_images=12, deep_mil_iterations=1)
+  result = deep_mil.run_deep_mil(records, names, bags, batches_lib.InputSource(bags), {}, start,
+                                 mil.MilConfig(cues=('appearance',)), enough,
+                                 str(tmp_path / 'run'), folds=2, **QUIET)
+  assert 'deep_mil_skipped' not in result and len(result['changes_per_iteration_deep_mil']) == 1
 
 
 def test_detector_config_rejects_bad_values():

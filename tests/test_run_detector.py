@@ -26,7 +26,7 @@ def test_every_stage_on_the_smoke_set(tmp_path):
   assert set(results) <= set(results_lib.KEYS)  # Every key written is documented.
   assert results['evaluation'] == {'nms_iou': 0.3, 'max_detections': 100,
                                    'score_threshold': 0.001, 'iou_threshold': 0.5,
-                                   'scales': [0], 'flips': False}
+                                   'scales': [0], 'flips': True}
   # Deep MIL starts where SVM MIL ended and reports per iteration (index 0 = SVM MIL).
   assert len(results['corloc_deep_mil_per_iteration']) == 3
   assert results['corloc_deep_mil_per_iteration'][0] == results['corloc']
@@ -60,8 +60,7 @@ def test_every_stage_on_the_smoke_set(tmp_path):
 def test_drawn_box_supervision_skips_clicks_and_mil(tmp_path):
   workdir = tmp_path / 'work'
   code, lines = run_driver('--preset=smoke', ALL_STAGES, '--supervision=boxes',
-                           '--test_split=test', '--detector_epochs=4',
-                           '--detector_hidden_units=64', f'--workdir={workdir}',
+                           '--test_split=test', f'--workdir={workdir}',
                            cache_dir=tmp_path / 'cache')
   assert code == 0, lines
   assert any('skipping clicks, mil, deep_mil' in line for line in lines), lines
@@ -71,7 +70,11 @@ def test_drawn_box_supervision_skips_clicks_and_mil(tmp_path):
   # One drawn box per positive (image, class) pair at the box cost.
   assert math.isclose(results['annotation_hours'],
                       results['num_pairs'] * results['config']['clicks']['seconds_per_box'] / 3600)
-  assert results['supervision'] == 'boxes' and 0.0 <= results['map'] <= 1.0
+  assert results['supervision'] == 'boxes'
+  # Golden range of the default detector (smoke set, 12 training and 8 test images): mAP 0.365,
+  # 0.309, 0.219 at detector seeds 0, 1, 2; without the stride-16 level and the test flip
+  # (--nodetector_pool_cut --nodetector_test_flip) 0.073, 0.042, 0.066.
+  assert 0.2 <= results['map'] <= 0.5, results['map']
 
 
 def test_a_missing_test_split_is_one_line_before_any_stage(voc_dev_root, tmp_path):

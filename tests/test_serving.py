@@ -17,7 +17,6 @@ from click_supervision import predict
 from click_supervision import proposals as proposals_lib
 from click_supervision import report
 from click_supervision.datasets import images as images_lib
-from click_supervision.detector import box_coding
 from click_supervision.detector import serving
 from click_supervision.errors import UserError
 
@@ -62,13 +61,17 @@ def test_exported_model_gives_the_in_process_detections(boxes_run):
   image_path = first_test_image(run)
   image = images_lib.load_image(image_path)
   proposals = loaded.proposals(image)
-  pixels, factors = features_lib.prepare_image(image, *metadata['image_settings'],
-                                               model.feature_stride)
-  probabilities, deltas = serving.model_outputs(model, {'images': pixels}, proposals, factors)
   config = export.detector_config_of(metadata)
-  eager = serving.detections(probabilities, box_coding.decode(proposals, deltas),
-                             *image.shape[:2], config.score_threshold, config.nms_iou,
-                             config.max_detections)
+  assert config.test_flip  # The default: the plain and the mirrored image.
+  views = []
+  for mirrored in (False, True):
+    pixels, factors = features_lib.prepare_image(image[:, ::-1] if mirrored else image,
+                                                 *metadata['image_settings'],
+                                                 model.feature_stride)
+    views.append(({'images': pixels}, factors, mirrored))
+  probabilities, boxes = serving.view_outputs(model, views, proposals, image.shape[1])
+  eager = serving.detections(probabilities, boxes, *image.shape[:2], config.score_threshold,
+                             config.nms_iou, config.max_detections)
   found = loaded.detect(image, proposals)
   assert len(eager['scores']) > 0
   np.testing.assert_allclose(found['scores'], eager['scores'], rtol=1e-4, atol=1e-6)

@@ -16,6 +16,7 @@
 the detector can cache the frozen lower part's maps and train the upper part on them.
 """
 
+from click_supervision import config as config_lib
 from click_supervision.errors import UserError
 
 TRUNKS = {
@@ -27,7 +28,7 @@ TRUNKS = {
 }
 
 
-CUTTABLE = ('efficientnet_lite0', 'efficientnet_lite1', 'efficientnet_lite2')
+CUTTABLE = config_lib.CUTTABLE_TRUNKS
 
 
 def build_trunk(name='efficientnet_lite0', weights='imagenet', cache_dir=None, cut=False):

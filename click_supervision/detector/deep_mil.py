@@ -31,7 +31,7 @@ def run_deep_mil(records, class_names, bags, source, selected_clicks, mil_select
                  mil_config, config, workdir, area_model=None, folds=1, log=print,
                  progress=None, summary_writer=None, on_iteration=None, trunk=None,
                  strategy=None):
-  """Runs `config.deep_mil_iterations` iterations after SVM MIL.
+  """Runs `config.deep_mil_iterations` iterations after SVM MIL (none with too few images).
 
   Args:
     records, class_names, bags, selected_clicks, area_model: as `mil.run_mil` (the bags give
@@ -50,7 +50,9 @@ def run_deep_mil(records, class_names, bags, source, selected_clicks, mil_select
   Returns:
     dict with `selections` (as `mil_selections`, after the last iteration),
     `corloc_deep_mil` (class mean), `corloc_deep_mil_pooled`, `corloc_deep_mil_per_iteration`
-    (index 0 = the SVM MIL result), `changes_per_iteration_deep_mil`, `timings_s`.
+    (index 0 = the SVM MIL result), `changes_per_iteration_deep_mil`, `timings_s`, and
+    `deep_mil_skipped` (why) when too few images kept SVM MIL's localisations
+    (`config.deep_mil_min_images`).
   """
   problem = mil_lib.Problem.build(records, class_names, selected_clicks, mil_config)
   folder = os.path.join(workdir, 'deep_mil')
@@ -61,7 +63,19 @@ def run_deep_mil(records, class_names, bags, source, selected_clicks, mil_select
   changes, timings = [], {'train': 0.0, 'relocalize': 0.0}
   train_config = (dataclasses.replace(config, epochs=config.deep_mil_epochs)
                   if config.deep_mil_epochs else config)
-  for iteration in range(1, config.deep_mil_iterations + 1):
+  iterations = config.deep_mil_iterations
+  fewest = min(sum(folds == 1 or image_folds[i] != fold for i in bags.image_ids)
+               for fold in range(folds))
+  skipped = None
+  if iterations and fewest < config.deep_mil_min_images:
+    # Trained on a few dozen images, the detectors are worse appearance models than the SVMs
+    # they would replace (config.DEEP_MIL_MIN_IMAGES).
+    skipped = (f'each detector would train on {fewest} images, fewer than '
+               f'--deep_mil_min_images={config.deep_mil_min_images}: SVM MIL\'s localisations '
+               f'are kept')
+    log(f'deep mil: {skipped}')
+    iterations = 0
+  for iteration in range(1, iterations + 1):
     path = os.path.join(folder, f'iteration_{iteration}.jsonl')
     if os.path.exists(path):
       new = localizations_lib.read_localizations(path, class_names)
@@ -107,7 +121,7 @@ def run_deep_mil(records, class_names, bags, source, selected_clicks, mil_select
           'corloc_deep_mil_per_iteration': [r['corloc'] for r in per_iteration],
           'corloc_deep_mil_pooled_per_iteration': [r['corloc_pooled'] for r in per_iteration],
           'changes_per_iteration_deep_mil': changes, 'deep_mil_folds': folds,
-          'timings_s': timings}
+          **({'deep_mil_skipped': skipped} if skipped else {}), 'timings_s': timings}
 
 
 def _boxes(problem, selections):
