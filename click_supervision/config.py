@@ -59,8 +59,9 @@ DETECTOR_FINETUNES = ('none', 'upper', 'top', 'all')
 LR_SCHEDULES = ('step', 'cosine')
 IGNORE_RULES = ('none', 'score')
 # Images each deep MIL detector must train on (BUILD_NOTES, "Deep MIL against SVM MIL by data
-# size"): at 30 (60 photos, 2 folds) deep MIL lowered CorLoc, at 250 (501 photos) it raised it.
-DEEP_MIL_MIN_IMAGES = 100
+# size"): at 30 (60 photos, 2 folds) deep MIL lowered CorLoc with 0 and 2 clicks, at 125 it
+# lowered it without clicks (-0.8 points; +3.4 with two), from 250 on it raised it.
+DEEP_MIL_MIN_IMAGES = 200
 STRATEGIES = ('default', 'mirrored', 'tpu', 'multi_worker')
 CUES = ('objectness', 'appearance', 'box_center', 'box_area', 'click_init', 'split_instances')
 TRAINERS = ('svm', 'lda')
@@ -642,7 +643,7 @@ class DetectorConfig:
                                 lower=1)
   deep_mil_min_images: int = setting(DEEP_MIL_MIN_IMAGES, 'Deep MIL runs only when each of its '
                                      'detectors trains on at least this many images; below, SVM '
-                                     'MIL\'s localisations are kept (on 60 photos deep MIL made '
+                                     'MIL\'s localisations are kept (on small sets deep MIL made '
                                      'CorLoc worse).', lower=0)
   deep_mil_refine: bool = setting(False, 'Move each box deep MIL selects by the detector\'s box '
                                   'regression.')
