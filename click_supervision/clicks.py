@@ -209,7 +209,7 @@ def read_click_file(path, dataset):
   return ClickSet(path, header, dict(clicks), dataset.class_names)
 
 
-def select_clicks(click_set, pairs, num_clicks, use_flagged=False):
+def select_clicks(click_set, pairs, num_clicks, use_flagged=False, second_click_pairs=None):
   """Picks the clicks the learner uses: the first `num_clicks` annotators of each pair.
 
   Args:
@@ -217,22 +217,28 @@ def select_clicks(click_set, pairs, num_clicks, use_flagged=False):
     pairs: list of positive `(image_id, class_index)` pairs that need clicks.
     num_clicks: 0, 1 or 2 (annotators per pair).
     use_flagged: also use clicks of annotators flagged by quality control.
+    second_click_pairs: optional set of pairs that use one click more than `num_clicks` (the
+      adaptive second click, `second_click`).
   Returns:
-    dict pair -> list of `Click` (length `num_clicks`), in file order.
+    dict pair -> list of `Click` (length `num_clicks`, or one more for the
+    `second_click_pairs`), in file order.
   Raises:
-    ClickFileError when a pair has fewer usable clicks than `num_clicks`.
+    ClickFileError when a pair has fewer usable clicks than it needs.
   """
   selected = {}
-  if num_clicks == 0:
+  second = second_click_pairs or set()
+  if num_clicks == 0 and not second:
     return {pair: [] for pair in pairs}
   for pair in pairs:
+    wanted = num_clicks + (pair in second)
     usable = [c for c in click_set.clicks.get(pair, []) if use_flagged or not c.flagged]
-    if len(usable) < num_clicks:
+    if len(usable) < wanted:
+      why = (f'--clicks={num_clicks} and a second-click request need {wanted}' if pair in second
+             else f'--clicks={num_clicks} needs {num_clicks}')
       raise ClickFileError(click_set.path, 0, f'image {pair[0]} class '
                            f'{click_set.class_names[pair[1]]!r} has '
-                           f'{len(usable)} usable clicks but --clicks={num_clicks} needs '
-                           f'{num_clicks}')
-    selected[pair] = usable[:num_clicks]
+                           f'{len(usable)} usable clicks but {why}')
+    selected[pair] = usable[:wanted]
   return selected
 
 

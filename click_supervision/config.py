@@ -62,6 +62,7 @@ IGNORE_RULES = ('none', 'score')
 # size"): at 30 (60 photos, 2 folds) deep MIL lowered CorLoc with 0 and 2 clicks, at 125 it
 # lowered it without clicks (-0.8 points; +3.4 with two), from 250 on it raised it.
 DEEP_MIL_MIN_IMAGES = 200
+SECOND_CLICK_CHOICES = ('need', 'random')  # `second_click.CHOICES`
 STRATEGIES = ('default', 'mirrored', 'tpu', 'multi_worker')
 CUES = ('objectness', 'appearance', 'box_center', 'box_area', 'click_init', 'split_instances')
 TRAINERS = ('svm', 'lda')
@@ -82,6 +83,8 @@ FLAG_NAMES = {
     'clicks.num_clicks': 'clicks', 'clicks.seed': 'seed', 'clicks.use_flagged': 'use_flagged_clicks',
     'clicks.seconds_per_click': 'seconds_per_click', 'clicks.seconds_per_box': 'seconds_per_box',
     'clicks.num_annotators': 'simulated_annotators',
+    **{f'clicks.second_click_{f}': f'second_click_{f}'
+       for f in ('requests', 'from', 'fraction', 'choice', 'seed', 'size_weight')},
     'proposals.method': 'proposals', 'proposals.max_boxes': 'max_proposals',
     'proposals.edge_source': 'sed_model', 'proposals.short_side': 'proposal_short_side',
     'features.trunk': 'trunk', 'features.weights': 'weights',
@@ -200,6 +203,14 @@ class ClickConfig:
     seed: seed of the simulator (and of the rest of the run).
     use_flagged: also use clicks of annotators flagged by quality control.
     seconds_per_click, seconds_per_box: annotation-time constants (docs/method.md, section 1).
+    second_click_requests: the adaptive second click (`second_click`): a request file naming
+      the pairs that get the second annotator's click; with `num_clicks` 1 the learner uses two
+      clicks on those pairs and one elsewhere.
+    second_click_from, second_click_fraction, second_click_choice, second_click_seed,
+    second_click_size_weight: or the run chooses them itself from a finished one-click run:
+      the `fraction` of its pairs with the highest need (`choice` `need`) or a seeded random
+      sample of the same size (`random`); the need is `second_click.pair_need` with
+      `size_weight` (chosen on the tuning set, BUILD_NOTES).
   """
   num_clicks: int = setting(2, 'Center clicks per (image, class) the learner uses (annotators).',
                             choices=(0, 1, 2))
@@ -217,6 +228,18 @@ class ClickConfig:
                                      'center click (s).', lower=0.0)
   seconds_per_box: float = setting(clicks_lib.SECONDS_PER_BOX, 'Annotation time of one drawn '
                                    'box (s).', lower=0.0)
+  second_click_requests: str = setting('', 'With --clicks=1: a second-click request file; its '
+                                       'pairs use the second annotator\'s click too.')
+  second_click_from: str = setting('', 'With --clicks=1: a finished one-click run of the same '
+                                   'data; the pairs it doubts most get a second click.')
+  second_click_fraction: float = setting(0.5, 'With --second_click_from: the fraction of pairs '
+                                         'that get a second click.', lower=0.0, upper=1.0)
+  second_click_choice: str = setting('need', 'With --second_click_from: need (the most doubtful '
+                                     'pairs) or random (a baseline of the same size).',
+                                     choices=SECOND_CLICK_CHOICES)
+  second_click_seed: int = setting(0, 'Seed of --second_click_choice=random.', lower=0)
+  second_click_size_weight: float = setting(0.5, 'Weight of the chosen box\'s share of the image '
+                                            'in the need for a second click.', lower=0.0)
 
   def __post_init__(self):
     object.__setattr__(self, 'num_clicks', int(self.num_clicks))
@@ -224,7 +247,23 @@ class ClickConfig:
     check.choice(self.num_clicks, 'num_clicks', (0, 1, 2))
     check.choice(self.instance, 'instance', clicks_lib.INSTANCE_CHOICES)
     check(self.noise >= 0, 'noise', 'must be >= 0')
+    check(0.0 <= self.second_click_fraction <= 1.0, 'second_click_fraction', 'must be in [0, 1]')
+    check.choice(self.second_click_choice, 'second_click_choice', SECOND_CLICK_CHOICES)
+    check(not (self.second_click_requests and self.second_click_from), 'second_click_from',
+          'give a request file (--second_click_requests) or a run to choose from, not both')
+    check(not self.adaptive or self.num_clicks == 1, 'num_clicks',
+          'the adaptive second click adds to one click everywhere: use --clicks=1')
     check.done()
+
+  @property
+  def adaptive(self):
+    """Some pairs get a second click (`second_click`)."""
+    return bool(self.second_click_requests or self.second_click_from)
+
+  @property
+  def uses_two_clicks(self):
+    """Some pairs have two clicks (the box-area cue needs its mu(d))."""
+    return self.num_clicks == 2 or self.adaptive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -761,9 +800,14 @@ class Config:
     workdir = self.workdir
     if not workdir:
       from click_supervision import datasets  # pylint: disable=g-import-not-at-top
+      clicks = f'clicks{self.clicks.num_clicks}'
+      if self.clicks.second_click_requests:
+        clicks += '_second_requested'
+      elif self.clicks.second_click_from:
+        clicks += (f'_second_{self.clicks.second_click_choice}'
+                   f'{self.clicks.second_click_fraction:g}')
       workdir = os.path.join('runs', f'{datasets.dataset_slug(self.data.dataset)}_'
-                             f'{self.data.split}_clicks{self.clicks.num_clicks}_seed'
-                             f'{self.clicks.seed}')
+                             f'{self.data.split}_{clicks}_seed{self.clicks.seed}')
     detector = self.detector
     if detector.pool_cut and self.features.trunk not in CUTTABLE_TRUNKS:
       detector = dataclasses.replace(detector, pool_cut=False)
@@ -804,6 +848,13 @@ class Config:
     if (self.clicks.source != 'simulated' and self.needs('clicks') and
         not os.path.isfile(self.clicks.source)):
       raise UserError(f'--click_source={self.clicks.source}: no such file (or "simulated")')
+    if self.needs('clicks') and self.clicks.second_click_requests and not os.path.isfile(
+        self.clicks.second_click_requests):
+      raise UserError(f'--second_click_requests={self.clicks.second_click_requests}: no such file')
+    if self.needs('clicks') and self.clicks.second_click_from and not os.path.isfile(
+        os.path.join(self.clicks.second_click_from, 'localizations.jsonl')):
+      raise UserError(f'--second_click_from={self.clicks.second_click_from}: no '
+                      f'localizations.jsonl there (a finished one-click run is needed)')
 
   def to_dict(self):
     return dataclasses.asdict(self)

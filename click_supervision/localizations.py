@@ -13,6 +13,7 @@ JSON Lines, UTF-8, one pair per line, sorted by (image id, class index):
 | `score` | the combined re-localisation score S (0 for the initial selection) |
 | `iteration` | the MIL iteration that chose the box (0 = initialisation) |
 | `clicks_split` | two clicks judged to be on different instances (docs/method.md, section 4) |
+| `rival_score` | optional: the best S of a box overlapping this one with IoU < 0.5, a different answer (0 for the initial selection); the adaptive second click reads it (`second_click`) |
 
 The detector stage trains on these boxes; `read_localizations` gives them back as the dict the
 evaluation takes.
@@ -26,6 +27,7 @@ from click_supervision import atomic
 from click_supervision.errors import UserError
 
 KEYS = ('image_id', 'class', 'box', 'proposal_index', 'score', 'iteration', 'clicks_split')
+OPTIONAL_KEYS = ('rival_score',)
 
 
 def write_localizations(path, selections, class_names):
@@ -34,14 +36,18 @@ def write_localizations(path, selections, class_names):
   Args:
     path: destination file.
     selections: dict `(image_id, class_index)` -> dict with `box` float [4], `index`, `score`,
-      `iteration`, `split`.
+      `iteration`, `split`, and optionally `rival_score`.
     class_names: list of str.
   """
-  rows = [{'image_id': image_id, 'class': class_names[c],
+  rows = []
+  for (image_id, c), s in sorted(selections.items()):
+    row = {'image_id': image_id, 'class': class_names[c],
            'box': [round(float(v), 2) for v in s['box']], 'proposal_index': int(s['index']),
            'score': round(float(s['score']), 6), 'iteration': int(s['iteration']),
            'clicks_split': bool(s['split'])}
-          for (image_id, c), s in sorted(selections.items())]
+    if s.get('rival_score') is not None:
+      row['rival_score'] = round(float(s['rival_score']), 6)
+    rows.append(row)
   atomic.write_jsonl(path, rows)
 
 
@@ -53,7 +59,7 @@ def read_localizations(path, class_names):
     class_names: list of str (the dataset's classes).
   Returns:
     dict `(image_id, class_index)` -> dict with `box` float32 [4], `index`, `score`,
-    `iteration`, `split`.
+    `iteration`, `split`, `rival_score` (None when the file has none).
   Raises:
     UserError naming the file and line of the first problem (missing file, bad JSON, missing or
     unknown key, unknown class, a box that is not 4 finite numbers with min < max, a duplicate
@@ -74,8 +80,10 @@ def read_localizations(path, class_names):
       row = json.loads(line)
     except json.JSONDecodeError as e:
       raise UserError(f'{where}: not JSON ({e.msg})') from None
-    if not isinstance(row, dict) or set(row) != set(KEYS):
-      raise UserError(f'{where}: expected the keys {", ".join(KEYS)}')
+    if (not isinstance(row, dict) or not set(KEYS) <= set(row) or
+        not set(row) <= set(KEYS + OPTIONAL_KEYS)):
+      raise UserError(f'{where}: expected the keys {", ".join(KEYS)} (and optionally '
+                      f'{", ".join(OPTIONAL_KEYS)})')
     if row['class'] not in index:
       raise UserError(f'{where}: unknown class {row["class"]!r}')
     box = np.asarray(row['box'], np.float32) if isinstance(row['box'], list) else None
@@ -87,5 +95,7 @@ def read_localizations(path, class_names):
       raise UserError(f'{where}: a second box for {pair[0]} / {row["class"]}')
     result[pair] = {'box': box, 'index': int(row['proposal_index']),
                     'score': float(row['score']), 'iteration': int(row['iteration']),
-                    'split': bool(row['clicks_split'])}
+                    'split': bool(row['clicks_split']),
+                    'rival_score': (float(row['rival_score']) if 'rival_score' in row
+                                    else None)}
   return result

@@ -197,7 +197,10 @@ def relocalize_image(bag, classes, fold, cues, scorer, config, cue_only_scores=N
     cue_only_scores: with `rerank_top`, list (one per class) of float32 [P] cue-only scores
       O x cue, or None for a pair without clicks.
   Returns:
-    list (one per class) of (proposal index, score S of that proposal).
+    list (one per class) of (proposal index, score S of that proposal, rival score): the rival
+    score is the highest S among the candidates that overlap the chosen one with IoU below
+    `RIVAL_MAX_IOU` (a different answer), 0 when there is none. A rival close to the chosen
+    score is doubt, which the adaptive second click (`second_click`) asks about.
   """
   o = normalize_per_image(bag.objectness, config.normalization) if config.uses(
       'objectness') else None
@@ -210,8 +213,15 @@ def relocalize_image(bag, classes, fold, cues, scorer, config, cue_only_scores=N
       outside = np.argsort(-cue_only_scores[j], kind='stable')[config.rerank_top:]
       score[outside] = -1.0
     best = int(np.argmax(score))
-    chosen.append((best, float(score[best])))
+    different = box_lib.pairwise_iou(bag.boxes[best][None], bag.boxes)[0] < RIVAL_MAX_IOU
+    rival = float(score[different].max()) if different.any() else 0.0
+    chosen.append((best, float(score[best]), max(rival, 0.0)))
   return chosen
+
+
+# A box overlapping the chosen one less than this is a different answer: CorLoc's own threshold,
+# so at most one of the two can be right about an object both would be judged against.
+RIVAL_MAX_IOU = 0.5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,6 +386,7 @@ def initialise(problem, bags, area_model, config, fingerprint, log=print, progre
       selected_iteration=np.zeros(n, np.int64), selected_features=selected_features,
       split=split, cue_only_boxes=cue_only_boxes, history_index=selected_index[None],
       history_boxes=selected_boxes[None], history_score=np.zeros((1, n), np.float32),
+      history_rival=np.zeros((1, n), np.float32),
       changes_per_iteration=np.zeros(1, np.int64), negatives=[p.state() for p in pools],
       near_misses=(_near_misses(near_collected, problem.num_classes, dim)
                    if config.near_miss_negatives else None),
@@ -438,6 +449,7 @@ def iterate(problem, bags, state, trainer, pools, area_model, config, iteration,
   new_index = state.selected_index.copy()
   new_boxes = state.selected_boxes.copy()
   new_score = state.selected_score.copy()
+  new_rival = np.zeros_like(new_score)
   new_features = state.selected_features.copy()
   near_collected = []
   near_rng = np.random.default_rng([config.seed, iteration])
@@ -450,8 +462,8 @@ def iterate(problem, bags, state, trainer, pools, area_model, config, iteration,
       cues, _, _, cue_only = _image_cues(bag, problem, rows, area_model, config)
       chosen = relocalize_image(bag, problem.labels[bag.image_id], fold, cues, models, config,
                                 cue_only)
-      for i, (index, score) in zip(rows, chosen):
-        new_index[i], new_score[i] = index, score
+      for i, (index, score, rival) in zip(rows, chosen):
+        new_index[i], new_score[i], new_rival[i] = index, score, rival
         new_boxes[i], new_features[i] = bag.boxes[index], bag.features[index]
         if config.near_miss_negatives:
           near = near_miss_indices(bag.boxes, index, config.near_miss_negatives, near_rng)
@@ -475,7 +487,8 @@ def iterate(problem, bags, state, trainer, pools, area_model, config, iteration,
   if config.near_miss_negatives:
     state.near_misses = _near_misses(near_collected, problem.num_classes,
                                      state.selected_features.shape[1])
-  changed = state.record_iteration(iteration, new_index, new_boxes, new_score, new_features)
+  changed = state.record_iteration(iteration, new_index, new_boxes, new_score, new_features,
+                                   new_rival)
   state.negatives = [p.state() for p in pools]
   return changed
 
@@ -559,6 +572,7 @@ def _result(problem, state, last, cue_only, timings):
   selections = {pair: {'box': state.history_boxes[last, i],
                        'index': int(state.history_index[last, i]),
                        'score': float(state.history_score[last, i]),
+                       'rival_score': float(state.history_rival[last, i]),
                        'iteration': int(_chosen_at(state.history_index[:last + 1, i])),
                        'split': bool(state.split[i])}
                 for i, pair in enumerate(problem.pairs)}

@@ -13,7 +13,7 @@ import numpy as np
 
 from click_supervision import atomic
 
-VERSION = 2
+VERSION = 3  # 3: history_rival.
 FILE_NAME = 'mil_checkpoint.npz'
 
 
@@ -55,6 +55,7 @@ class MilState:
   history_index: np.ndarray
   history_boxes: np.ndarray
   history_score: np.ndarray
+  history_rival: np.ndarray
   changes_per_iteration: np.ndarray
   negatives: list
   near_misses: list | None = None
@@ -65,8 +66,10 @@ class MilState:
   model_weights: np.ndarray | None = None
   model_biases: np.ndarray | None = None
 
-  def record_iteration(self, iteration, new_index, new_boxes, new_score, new_features):
-    """Adopts an iteration's selections; returns the number that changed."""
+  def record_iteration(self, iteration, new_index, new_boxes, new_score, new_features,
+                       new_rival):
+    """Adopts an iteration's selections (and their rival scores); returns the number that
+    changed."""
     changed = new_index != self.selected_index
     self.selected_iteration = np.where(changed, iteration, self.selected_iteration)
     self.selected_index, self.selected_boxes = new_index, new_boxes
@@ -75,6 +78,7 @@ class MilState:
     self.history_index = np.concatenate([self.history_index[:iteration], new_index[None]])
     self.history_boxes = np.concatenate([self.history_boxes[:iteration], new_boxes[None]])
     self.history_score = np.concatenate([self.history_score[:iteration], new_score[None]])
+    self.history_rival = np.concatenate([self.history_rival[:iteration], new_rival[None]])
     self.changes_per_iteration = np.concatenate(
         [self.changes_per_iteration[:iteration], [int(changed.sum())]]).astype(np.int64)
     return int(changed.sum())

@@ -49,6 +49,12 @@ KEYS = {
     # clicks
     'click_stats': '(clicks) click counts, mean click error, response times and the '
                    'full-supervision hours (`clicks.click_statistics`, `annotation_hours`)',
+    'clicks_per_pair': '(clicks) clicks used per image-class pair (1.5 when half the pairs of a '
+                       'one-click run get a second click)',
+    'second_click': '(clicks) the adaptive second click (`second_click`): the request file '
+                    '(`requests_file`; chosen pairs), `num_requested`, `fraction_requested`, '
+                    'and how they were chosen (`source_run`, `fraction`, `choice`, `seed`, '
+                    '`size_weight`) or the request file\'s header',
     'annotation_hours': '(clicks or detector) hours of the run\'s supervision '
                         '(`clicks.annotation_hours`; for `--supervision=boxes`/`boxes_all`, '
                         'the boxes\' drawing time)',

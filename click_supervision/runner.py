@@ -64,14 +64,18 @@ def load_clicks(config, dataset):
   """
   click_config = config.clicks
   pairs = records_lib.image_class_pairs(dataset)
+  second, second_info = second_click_pairs(config, dataset)
   if click_config.num_clicks == 0:
     selected = clicks_lib.select_clicks(None, pairs, 0)
     info = {'click_file': None}
   else:
     if click_config.source == 'simulated':
       # Simulated clicks take the same path as real ones: written in the click format, then read.
+      # The adaptive second click simulates both annotators, so a requested pair gets the very
+      # click the two-click setting gives it.
       click_path = os.path.join(config.workdir, 'clicks_simulated.jsonl')
-      simulator = {'num_annotators': max(click_config.num_annotators, click_config.num_clicks),
+      used = click_config.num_clicks + (1 if click_config.adaptive else 0)
+      simulator = {'num_annotators': max(click_config.num_annotators, used),
                    'noise': click_config.noise, 'instance': click_config.instance,
                    'seed': click_config.seed}
       rows = clicks_lib.simulate_clicks(dataset, **simulator)
@@ -81,13 +85,47 @@ def load_clicks(config, dataset):
       click_path = os.path.abspath(click_config.source)
     click_set = clicks_lib.read_click_file(click_path, dataset)
     selected = clicks_lib.select_clicks(click_set, pairs, click_config.num_clicks,
-                                        use_flagged=click_config.use_flagged)
+                                        use_flagged=click_config.use_flagged,
+                                        second_click_pairs=second)
     info = {'click_file': click_path}
   info.update(clicks_lib.click_statistics(selected, dataset))
+  info['clicks_per_pair'] = info['num_clicks'] / max(len(pairs), 1)
+  if second_info:
+    info['second_click'] = second_info
+  # Hours count the clicks actually used (a requested pair pays for its second click).
   info.update(clicks_lib.annotation_hours(info['num_clicks'], len(pairs),
                                           click_config.seconds_per_click,
                                           click_config.seconds_per_box))
   return selected, info
+
+
+def second_click_pairs(config, dataset):
+  """The pairs that get a second click (`second_click`), from the request file or chosen from a
+  finished one-click run; a chosen set is written to `<workdir>/second_click_requests.jsonl`.
+
+  Returns:
+    (set of pairs or None when the run is not adaptive, info dict for results.json).
+  """
+  from click_supervision import second_click  # pylint: disable=g-import-not-at-top
+  click_config = config.clicks
+  if click_config.second_click_requests:
+    pairs, header = second_click.read_requests(click_config.second_click_requests, dataset)
+    path = os.path.abspath(click_config.second_click_requests)
+  elif click_config.second_click_from:
+    chosen, needs, header = second_click.requests_from_run(
+        click_config.second_click_from, dataset, click_config.second_click_fraction,
+        click_config.second_click_choice, click_config.second_click_seed,
+        click_config.second_click_size_weight)
+    path = os.path.join(config.workdir, 'second_click_requests.jsonl')
+    second_click.write_requests(path, chosen, needs, dataset.class_names, header)
+    pairs = set(chosen)
+  else:
+    return None, {}
+  num_pairs = len(records_lib.image_class_pairs(dataset))
+  log(f'clicks: a second click on {len(pairs)} of {num_pairs} pairs ({path})')
+  return pairs, dict({k: v for k, v in header.items() if k not in ('format', 'version')},
+                     requests_file=path, num_requested=len(pairs),
+                     fraction_requested=len(pairs) / max(num_pairs, 1))
 
 
 def _iterate_with_progress(iterable, total, desc, unit='img'):
@@ -249,7 +287,10 @@ def stage_clicks(config, dataset, record):
     return {}
   with record.stage('clicks'):
     selected, info = load_clicks(config, dataset)
-    record.update({'click_stats': info, 'annotation_hours': info['annotation_hours']})
+    record.update({'click_stats': info, 'annotation_hours': info['annotation_hours'],
+                   'clicks_per_pair': info['clicks_per_pair']})
+    if 'second_click' in info:
+      record.update({'second_click': info['second_click']})
   log(f'clicks: {info["num_clicks"]} clicks on {info["num_pairs"]} pairs '
       f'({config.clicks.source}); annotation time {info["annotation_hours"]:.3f} h '
       f'(boxes would take {info["annotation_hours_full_supervision"]:.3f} h)')
@@ -283,7 +324,7 @@ def fit_area_model_on_gold(config, dataset):
 def stage_area_model(config, dataset):
   """mu(d) of the box-area cue (two clicks only), by `area_fit`'s policy; writes
   area_model.json. Returns (AreaModel or None, info dict for results.json)."""
-  if config.clicks.num_clicks != 2 or not config.mil.uses('box_area'):
+  if not config.clicks.uses_two_clicks or not config.mil.uses('box_area'):
     return None, {}
   try:
     if config.clicks.source != 'simulated':
@@ -316,6 +357,7 @@ def stage_mil(config, dataset, selected, bags, record):
       f'pooled {record["corloc_pooled"]:.4f}; non-difficult '
       f'{record["corloc_non_difficult"]:.4f}; cue-only {record["corloc_cue_only"]:.4f}; '
       f'{config.clicks.num_clicks} clicks' +
+      (' and adaptive second clicks' if config.clicks.adaptive else '') +
       (f', simulated, noise {config.clicks.noise}, seed {config.clicks.seed})'
        if simulated else f' from {config.clicks.source})'))
 

@@ -143,12 +143,12 @@ def _relocalize(problem, bags, scorer, image_folds, area_model, mil_config, iter
       fold = image_folds[bag.image_id] if image_folds else 0
       chosen = mil_lib.relocalize_image(bag, problem.labels[bag.image_id], fold, cues, scorer,
                                         mil_config, cue_only)
-      for i, (index, score), split in zip(rows, chosen, splits):
+      for i, (index, score, rival), split in zip(rows, chosen, splits):
         box = (scorer.refined_box(bag, fold, int(problem.pair_class[i]), index,
                                   *sizes[bag.image_id]) if refine else bag.boxes[index])
         new[problem.pairs[i]] = {'box': box, 'index': int(index),
-                                 'score': float(score), 'iteration': iteration,
-                                 'split': bool(split)}
+                                 'score': float(score), 'rival_score': rival,
+                                 'iteration': iteration, 'split': bool(split)}
     if bar:
       bar.update(1)
   if bar:
