@@ -29,15 +29,20 @@ clicks on those pairs and one elsewhere.
 
 import json
 import os
+import sys
 
+from absl import flags
 import numpy as np
 
 from click_supervision import atomic
+from click_supervision import command_line
+from click_supervision import config as config_lib
+from click_supervision import errors
 from click_supervision.errors import UserError
 
 FORMAT = 'click_supervision/second_click_requests'
 VERSION = 1
-CHOICES = ('need', 'random')
+CHOICES = config_lib.SECOND_CLICK_CHOICES
 # Where a finished run keeps the boxes the need is read from (deep MIL's when it ran).
 LOCALIZATIONS = 'localizations.jsonl'
 
@@ -186,3 +191,61 @@ def requests_from_run(run_dir, dataset, fraction, choice, seed, size_weight):
             'seed': seed, 'size_weight': size_weight, 'num_pairs': len(wanted),
             'num_requested': len(pairs)}
   return pairs, needs, header
+
+
+# --- the command ------------------------------------------------------------------------------
+
+USAGE = ('python -m click_supervision.second_click --run=RUN_DIR --output=requests.jsonl '
+         '[--fraction=0.5]')
+FLAGS = command_line.new_flag_values()
+_RUN = flags.DEFINE_string('run', None, 'a finished one-click run (its --workdir)',
+                           flag_values=FLAGS)
+_OUTPUT = flags.DEFINE_string('output', None, 'the request file to write', flag_values=FLAGS)
+_DEFAULTS = config_lib.ClickConfig()
+_FRACTION = flags.DEFINE_float('fraction', _DEFAULTS.second_click_fraction,
+                               'the fraction of pairs to ask again', lower_bound=0.0,
+                               upper_bound=1.0, flag_values=FLAGS)
+_CHOICE = flags.DEFINE_enum('choice', _DEFAULTS.second_click_choice, CHOICES,
+                            'need (the most doubtful pairs) or random (a baseline)',
+                            flag_values=FLAGS)
+_SEED = flags.DEFINE_integer('seed', _DEFAULTS.second_click_seed, 'seed of --choice=random',
+                             lower_bound=0, flag_values=FLAGS)
+_SIZE_WEIGHT = flags.DEFINE_float('size_weight', _DEFAULTS.second_click_size_weight,
+                                  'weight of the chosen box\'s share of the image in the need',
+                                  lower_bound=0.0, flag_values=FLAGS)
+
+
+def write_requests_of_run(run_dir, output, fraction, choice, seed, size_weight):
+  """Writes the request file of a finished one-click run; returns (requested, all pairs)."""
+  from click_supervision import datasets  # pylint: disable=g-import-not-at-top
+  from click_supervision import results as results_lib  # pylint: disable=g-import-not-at-top
+  results = results_lib.read_results(run_dir, need=('dataset', 'split', 'config'))
+  if results['clicks'] != 1:
+    raise UserError(f'{run_dir}: a run with --clicks={results["clicks"]}; the second click is '
+                    f'asked after a one-click run')
+  dataset = datasets.load_dataset(results['dataset'], results['split'],
+                                  results['config']['data']['cache_dir'], log=lambda _: None)
+  pairs, needs, header = requests_from_run(run_dir, dataset, fraction, choice, seed, size_weight)
+  write_requests(output, pairs, needs, dataset.class_names, header)
+  return len(pairs), len(needs)
+
+
+def main(argv=None):
+  """The command (module docstring); argv: its arguments, without the program name (default
+  `sys.argv[1:]`). Returns the exit code."""
+  command_line.parse(FLAGS, argv, USAGE,
+                     'Writes the request file of the pairs of a finished one-click run that '
+                     'most need a second click (or a random sample of the same size).',
+                     required=('run', 'output'))
+
+  def body():
+    requested, total = write_requests_of_run(_RUN.value, _OUTPUT.value, _FRACTION.value,
+                                             _CHOICE.value, _SEED.value, _SIZE_WEIGHT.value)
+    print(f'{requested} of {total} pairs to ask again ({_CHOICE.value}): {_OUTPUT.value}',
+          flush=True)
+
+  return errors.run_command(body)
+
+
+if __name__ == '__main__':
+  sys.exit(main())

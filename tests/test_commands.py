@@ -16,6 +16,7 @@ from click_supervision import errors
 from click_supervision import export
 from click_supervision import predict
 from click_supervision import report
+from click_supervision import second_click
 from click_supervision import tf_logs
 from click_supervision.errors import UserError
 
@@ -139,7 +140,8 @@ def test_load_notices_are_dropped_and_the_rest_kept(capfd):
 # Every `python -m click_supervision.X` tool with flags of its own, and one flag each defines.
 TOOLS = {'export': (export, '--run'), 'predict': (predict, '--min_score'),
          'report': (report, '--out'), 'area_fit': (area_fit, '--dataset'),
-         'beam_precompute': (beam_precompute, '--max_proposals')}
+         'beam_precompute': (beam_precompute, '--max_proposals'),
+         'second_click': (second_click, '--fraction')}
 
 
 def test_tools_print_their_help_and_exit_0(capsys):
