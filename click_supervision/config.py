@@ -832,7 +832,8 @@ class Config:
 
   def check_inputs(self):
     """Checks what the settings name on disk before any stage runs (a typo should not surface
-    after an hour of proposals): the data sources, the test split, the click file.
+    after an hour of proposals): the data sources, the test split, the click files, and the
+    localisations a deep_mil or detector stage starts from when mil is not asked for.
 
     Raises:
       UserError naming the flag, the file and the problem.
@@ -848,6 +849,17 @@ class Config:
     if (self.clicks.source != 'simulated' and self.needs('clicks') and
         not os.path.isfile(self.clicks.source)):
       raise UserError(f'--click_source={self.clicks.source}: no such file (or "simulated")')
+    # A stage that starts from an earlier stage's file, asked for without that stage.
+    workdir = self.resolved().workdir
+    start = os.path.join(workdir, 'localizations_mil.jsonl')
+    if self.runs('deep_mil') and not self.runs('mil') and not os.path.exists(start):
+      raise UserError(f'{start} does not exist: deep_mil starts from the mil stage\'s '
+                      f'localisations (add mil to --stages)')
+    final = os.path.join(workdir, 'localizations.jsonl')
+    if (self.runs('detector') and self.detector.supervision == 'mil' and not self.runs('mil')
+        and not os.path.exists(final)):
+      raise UserError(f'{final} does not exist: the detector trains on the localisations of the '
+                      f'mil stage (add mil to --stages, or use --supervision=boxes)')
     if self.needs('clicks') and self.clicks.second_click_requests and not os.path.isfile(
         self.clicks.second_click_requests):
       raise UserError(f'--second_click_requests={self.clicks.second_click_requests}: no such file')

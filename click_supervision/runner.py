@@ -399,10 +399,8 @@ def stage_deep_mil(config, dataset, selected, bags, record):
 def _deep_mil(config, dataset, selected, bags):
   from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
   from click_supervision.detector import deep_mil  # pylint: disable=g-import-not-at-top
+  # (`Config.check_inputs` refused a run whose deep_mil would find no start.)
   start_path = os.path.join(config.workdir, 'localizations_mil.jsonl')
-  if not os.path.exists(start_path):
-    raise UserError(f'{start_path} does not exist: deep_mil starts from the mil stage\'s '
-                    f'localisations (add mil to --stages)')
   mil_selections = localizations_lib.read_localizations(start_path, dataset.class_names)
   clicks = {pair: clicks_lib.clicks_as_array(c) for pair, c in selected.items()}
   area_model, _ = stage_area_model(config, dataset)
@@ -465,10 +463,7 @@ def training_boxes(config, dataset):
   from click_supervision.detector import batches  # pylint: disable=g-import-not-at-top
   if config.detector.supervision != 'mil':
     return batches.training_boxes_from_ground_truth(dataset.records, config.detector.supervision)
-  path = os.path.join(config.workdir, 'localizations.jsonl')
-  if not os.path.exists(path):
-    raise UserError(f'{path} does not exist: the detector trains on the localisations of the mil '
-                    f'stage (add mil to --stages, or use --supervision=boxes)')
+  path = os.path.join(config.workdir, 'localizations.jsonl')  # (`Config.check_inputs`)
   return batches.training_boxes_from_selections(
       localizations_lib.read_localizations(path, dataset.class_names))
 

@@ -98,10 +98,16 @@ def test_fine_tuning_the_trunk_runs_end_to_end(tmp_path):
   assert results['num_detections'] > 0
 
 
-def test_deep_mil_without_mil_localisations_is_one_line(tmp_path):
+def test_deep_mil_or_detector_without_mil_localisations_is_one_line_before_any_stage(tmp_path):
   expect_clean_error(['--preset=smoke', '--stages=data,clicks,proposals,features,deep_mil',
                       f'--workdir={tmp_path / "work"}'], tmp_path / 'cache',
                      'localizations_mil.jsonl', 'add mil to --stages')
+  expect_clean_error(['--preset=smoke', '--stages=data,proposals,features,detector',
+                      f'--workdir={tmp_path / "work"}'], tmp_path / 'cache',
+                     'localizations.jsonl', 'add mil to --stages, or use --supervision=boxes')
+  # Refused before the first stage: no data generated, no proposals computed.
+  assert not (tmp_path / 'work' / 'results.json').exists()
+  assert not (tmp_path / 'cache' / 'proposals').exists()
 
 
 def test_a_killed_detector_training_resumes_to_the_same_detections(tmp_path):
