@@ -2,7 +2,7 @@
 
 The paper gives every (image, class) pair two clicks from two annotators. Most pairs do not need
 the second: a small, single object is found from one click. After a one-click run, each pair
-gets a *need* score from what the run knows without ground truth (docs/method.md, section 7):
+gets a *need* score from what the run knows without ground truth (docs/method.md, section 8):
 
     need = doubt + size_weight x area,
     doubt = rival_score / score,
@@ -21,10 +21,11 @@ every other line one pair:
   {"image_id": "000005", "class": "chair", "need": 1.12}
 
 `python -m click_supervision.second_click --run=RUN --fraction=0.5 --output=requests.jsonl`
-writes it from a finished one-click run; the click tool (`--second_click_requests`) hands only
-those pairs to a second annotator; `run_mil.py --clicks=1 --second_click_requests=FILE` (or,
-with simulated clicks, `--second_click_from=RUN --second_click_fraction=f`) learns from two
-clicks on those pairs and one elsewhere.
+writes it from a finished one-click run; `run_mil.py --clicks=1 --second_click_requests=FILE`
+(with a click file that has the second annotator's clicks on those pairs) or,
+with simulated clicks, `--second_click_from=RUN --second_click_fraction=f`, learns from two
+clicks on those pairs and one elsewhere. (The click tool's second pass, serving only the
+requested pairs to another annotator, is not built yet.)
 """
 
 import json

@@ -28,3 +28,12 @@ def tinycoco_dir():
   if not os.path.isdir(root):
     pytest.skip(f'real COCO sample not found at {root} (set CLICKSUP_SHARED_DATA)')
   return os.path.abspath(root)
+
+
+@pytest.fixture(scope='session')
+def smoke_cache(tmp_path_factory):
+  """One cache folder for the tests that run the smoke set through the driver and only read its
+  caches (the generated images, proposals and trunk maps are deterministic): the first such test
+  fills it, the others reuse it. Tests about how caches are made, counted or damaged keep their
+  own folder."""
+  return tmp_path_factory.mktemp('smoke_cache')

@@ -441,3 +441,50 @@ def test_the_click_tool_starts_without_the_learner():
           'if m in sys.modules))')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == '[]'
+
+
+def test_second_pass_serves_only_the_requested_pairs_to_another_annotator(dataset, tmp_path):
+  """The adaptive second click with real annotators: a first pass of one click per pair, a
+  request file, and a second pass on the same click file that the driver reads."""
+  from click_supervision import second_click  # pylint: disable=g-import-not-at-top
+  out = str(tmp_path / 'clicks.jsonl')
+  first = Client(dataset, out, num_annotators=1, gold_fraction=0.0)
+  try:
+    first.qualify('alice')
+    for _ in range(NUM_PAIRS):
+      pair = first.get('/api/next?annotator=alice')[1]['pair']
+      assert first.click_center('alice', pair)[0] == 200
+    assert first.get('/api/next?annotator=alice')[1]['pair'] is None
+  finally:
+    first.close()
+  dog = dataset.class_names.index('dog')
+  requests = tmp_path / 'requests.jsonl'
+  second_click.write_requests(str(requests), [('a', dog)], None, dataset.class_names, {})
+  requested, _ = second_click.read_requests(str(requests), dataset)
+  second = Client(dataset, out, num_annotators=2, gold_fraction=0.0,
+                  second_click_requests={(i, dataset.class_names[c]) for i, c in requested})
+  try:
+    second.qualify('bob')
+    # alice clicked every pair in the first pass: nothing for her, and her click is refused.
+    assert second.get('/api/next?annotator=alice')[1]['pair'] is None
+    status, payload = second.post('/api/click', {'annotator': 'alice', 'image_id': 'a',
+                                                 'class': 'dog', 'x': 10, 'y': 10})
+    assert status == 409 and 'already clicked' in payload['error']
+    # bob gets the requested pair and nothing else; a click outside the requests is refused.
+    pair = second.get('/api/next?annotator=bob')[1]['pair']
+    assert (pair['image_id'], pair['class']) == ('a', 'dog')
+    status, payload = second.post('/api/click', {'annotator': 'bob', 'image_id': 'b',
+                                                 'class': 'dog', 'x': 20, 'y': 20})
+    assert status == 404 and 'not requested' in payload['error']
+    assert second.click_center('bob', pair)[0] == 200
+    status, payload = second.get('/api/next?annotator=bob')
+    assert payload['pair'] is None and payload['progress']['pairs_total'] == 1
+    assert payload['progress']['pairs_complete'] == 1
+  finally:
+    second.close()
+  # The click file feeds the driver's selection: two clicks on the requested pair, one elsewhere.
+  click_set = clicks_lib.read_click_file(out, dataset)
+  pairs = [(r['image_id'], int(c)) for r in dataset.records for c in r['image_labels']]
+  selected = clicks_lib.select_clicks(click_set, pairs, 1, second_click_pairs=requested)
+  assert [c.annotator for c in selected[('a', dog)]] == ['alice', 'bob']
+  assert all(len(selected[p]) == 1 for p in pairs if p != ('a', dog))

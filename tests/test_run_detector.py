@@ -15,11 +15,11 @@ from test_run_mil import small_voc_copy
 ALL_STAGES = '--stages=data,clicks,proposals,features,mil,deep_mil,detector'
 
 
-def test_every_stage_on_the_smoke_set(tmp_path):
+def test_every_stage_on_the_smoke_set(tmp_path, smoke_cache):
   workdir = tmp_path / 'work'
   code, lines = run_driver('--preset=smoke', ALL_STAGES, '--test_split=test',
                            '--detector_epochs=4', '--detector_hidden_units=64',
-                           f'--workdir={workdir}', cache_dir=tmp_path / 'cache')
+                           f'--workdir={workdir}', cache_dir=smoke_cache)
   assert code == 0, lines
   results = json.loads((workdir / 'results.json').read_text())
   assert results['status'] == 'complete'
@@ -50,18 +50,18 @@ def test_every_stage_on_the_smoke_set(tmp_path):
   # A rerun finds every trained model and iteration: nothing is trained again.
   code, lines = run_driver('--preset=smoke', ALL_STAGES, '--test_split=test',
                            '--detector_epochs=4', '--detector_hidden_units=64',
-                           f'--workdir={workdir}', cache_dir=tmp_path / 'cache')
+                           f'--workdir={workdir}', cache_dir=smoke_cache)
   assert code == 0, lines
   assert not any('detector: training' in line for line in lines), lines
   again = json.loads((workdir / 'results.json').read_text())
   assert again['map'] == results['map']
 
 
-def test_drawn_box_supervision_skips_clicks_and_mil(tmp_path):
+def test_drawn_box_supervision_skips_clicks_and_mil(tmp_path, smoke_cache):
   workdir = tmp_path / 'work'
   code, lines = run_driver('--preset=smoke', ALL_STAGES, '--supervision=boxes',
                            '--test_split=test', f'--workdir={workdir}',
-                           cache_dir=tmp_path / 'cache')
+                           cache_dir=smoke_cache)
   assert code == 0, lines
   assert any('skipping clicks, mil, deep_mil' in line for line in lines), lines
   results = json.loads((workdir / 'results.json').read_text())
@@ -86,12 +86,12 @@ def test_a_missing_test_split_is_one_line_before_any_stage(voc_dev_root, tmp_pat
   assert not (tmp_path / 'cache' / 'proposals').exists()
 
 
-def test_fine_tuning_the_trunk_runs_end_to_end(tmp_path):
+def test_fine_tuning_the_trunk_runs_end_to_end(tmp_path, smoke_cache):
   workdir = tmp_path / 'work'
   code, lines = run_driver('--preset=smoke', '--stages=data,proposals,features,detector',
                            '--supervision=boxes', '--test_split=test', '--detector_epochs=1',
                            '--detector_hidden_units=32', '--detector_finetune=top',
-                           f'--workdir={workdir}', cache_dir=tmp_path / 'cache')
+                           f'--workdir={workdir}', cache_dir=smoke_cache)
   assert code == 0, lines
   results = json.loads((workdir / 'results.json').read_text())
   assert results['detector_config']['finetune'] == 'top' and 0.0 <= results['map'] <= 1.0
@@ -110,8 +110,8 @@ def test_deep_mil_or_detector_without_mil_localisations_is_one_line_before_any_s
   assert not (tmp_path / 'cache' / 'proposals').exists()
 
 
-def test_a_killed_detector_training_resumes_to_the_same_detections(tmp_path):
-  cache = tmp_path / 'cache'
+def test_a_killed_detector_training_resumes_to_the_same_detections(tmp_path, smoke_cache):
+  cache = smoke_cache
   # 12 training images x 50 epochs / 2 per step = 300 steps; checkpoints every 200.
   args = ['--preset=smoke', '--stages=data,proposals,features,detector', '--supervision=boxes',
           '--test_split=test', '--detector_epochs=50', '--detector_hidden_units=64',

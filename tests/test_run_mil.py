@@ -240,8 +240,8 @@ def test_workers_split_the_cached_stages(tmp_path):
                      '--shard_index=2: must be in [0, --num_shards=2)')
 
 
-def test_mil_killed_mid_run_resumes_and_is_byte_identical(tmp_path):
-  cache = tmp_path / 'cache'
+def test_mil_killed_mid_run_resumes_and_is_byte_identical(tmp_path, smoke_cache):
+  cache = smoke_cache
   args = ['--preset=smoke', '--clicks=1', '--mil_iterations=3', f'--cache_dir={cache}']
   # A fresh, uninterrupted run.
   code, lines = run_driver(*args[:-1], f'--workdir={tmp_path / "fresh"}', cache_dir=cache)
@@ -306,13 +306,13 @@ def test_inputs_named_by_flags_are_checked_before_any_stage(tmp_path):
   assert not (tmp_path / 'w').exists()  # Nothing ran, not even the data stage.
 
 
-def test_run_in_process_on_the_smoke_set(tmp_path):
+def test_run_in_process_on_the_smoke_set(tmp_path, smoke_cache):
   """`runner.run(config)` called from Python, as a library user would, without flags."""
   # pylint: disable=g-import-not-at-top
   from click_supervision import config as config_lib
   from click_supervision import runner
   config = config_lib.Config(
-      data=config_lib.DataConfig(dataset='synthetic:smoke', cache_dir=str(tmp_path / 'cache')),
+      data=config_lib.DataConfig(dataset='synthetic:smoke', cache_dir=str(smoke_cache)),
       clicks=config_lib.ClickConfig(num_clicks=1),
       proposals=config_lib.ProposalConfig(max_boxes=200),
       features=config_lib.FeatureConfig(short_side=0),
@@ -325,8 +325,8 @@ def test_run_in_process_on_the_smoke_set(tmp_path):
   assert len((tmp_path / 'run' / 'localizations.jsonl').read_text().splitlines()) == 23
 
 
-def test_seeds_are_separate_and_validated(tmp_path):
-  cache = tmp_path / 'cache'
+def test_seeds_are_separate_and_validated(tmp_path, smoke_cache):
+  cache = smoke_cache
   expect_clean_error(['--seed=-1'], cache, '--seed', '-1')
   expect_clean_error(['--mil_seed=-3'], cache, '--mil_seed')
   expect_clean_error(['--clicks=3'], cache, '--clicks')

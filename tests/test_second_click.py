@@ -174,12 +174,12 @@ def test_second_click_settings_are_checked():
       'clicks1_second_need0.5_seed0')
 
 
-def test_smoke_run_at_half_lies_between_one_and_two_clicks(tmp_path):
+def test_smoke_run_at_half_lies_between_one_and_two_clicks(tmp_path, smoke_cache):
   """Golden range: on the smoke set (simulated clicks, noise 0.1, seed 0) one click gives CorLoc
   0.547, two 0.647, and a second click on the half of the pairs the one-click run doubts most
   0.647 (random half: 0.614), with 35 clicks on 23 pairs."""
   from click_supervision import runner  # pylint: disable=g-import-not-at-top
-  cache = str(tmp_path / 'cache')
+  cache = str(smoke_cache)
 
   def run(name, **clicks):
     config = config_lib.Config.smoke(**{'data.cache_dir': cache, 'workdir': str(tmp_path / name),

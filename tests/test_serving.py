@@ -21,10 +21,10 @@ from click_supervision.detector import serving
 from click_supervision.errors import UserError
 
 
-def smoke_config(root, **changes):
+def smoke_config(root, cache, **changes):
   """The driver's `--preset=smoke` as a `Config` built in Python."""
   config = config_lib.Config(
-      data=config_lib.DataConfig(dataset='synthetic:smoke', cache_dir=str(root / 'cache')),
+      data=config_lib.DataConfig(dataset='synthetic:smoke', cache_dir=str(cache)),
       proposals=proposals_lib.ProposalConfig(max_boxes=200),
       features=precompute.FeatureConfig(short_side=0),
       mil=mil_lib.MilConfig(num_folds=3, num_iterations=2),
@@ -34,10 +34,10 @@ def smoke_config(root, **changes):
 
 
 @pytest.fixture(scope='module')
-def boxes_run(tmp_path_factory):
+def boxes_run(tmp_path_factory, smoke_cache):
   """A detector trained on drawn boxes through `api.train`, and an exported copy."""
   root = tmp_path_factory.mktemp('serving')
-  run = api.train(smoke_config(root, workdir=str(root / 'boxes')))
+  run = api.train(smoke_config(root, smoke_cache, workdir=str(root / 'boxes')))
   model_dir = str(root / 'model')
   export.export(run.workdir, model_dir)
   return root, run, model_dir
@@ -161,7 +161,7 @@ def test_bad_inputs_are_one_line_naming_the_file(boxes_run, tmp_path, capsys):
 def test_report_draws_runs_and_prints_hand_computed_factors(boxes_run, capsys):
   root, boxes, _ = boxes_run
   one_click = api.train(smoke_config(
-      root, workdir=str(root / 'one_click'),
+      root, boxes.results['config']['data']['cache_dir'], workdir=str(root / 'one_click'),
       clicks=config_lib.ClickConfig(num_clicks=1),
       detector=config_lib.DetectorConfig(),
       stages=('data', 'clicks', 'proposals', 'features', 'mil')))

@@ -57,6 +57,10 @@ _LEASE_S = flags.DEFINE_float('lease_s', 300.0, 'Seconds a pair handed to an ann
                               'reserved for them.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the pair order, the gold pairs and the '
                              'qualification polygons.')
+_SECOND_CLICK_REQUESTS = flags.DEFINE_string(
+    'second_click_requests', None, 'A second pass: the request file of the pairs to ask again '
+    '(python -m click_supervision.second_click); run on the first pass\'s --out with '
+    '--annotators=2. Only those pairs are served, never to their first annotator.')
 _CACHE_DIR = flags.DEFINE_string('cache_dir', None, 'Cache folder (synthetic data; default '
                                  '$CLICKSUP_CACHE_DIR or ~/.cache/click_supervision).')
 
@@ -68,8 +72,13 @@ def main(argv):
   try:
     dataset = datasets.load_dataset(_DATASET.value, _SPLIT.value,
                                     cache_dir=_CACHE_DIR.value or cache_lib.default_cache_dir())
+    requests = None
+    if _SECOND_CLICK_REQUESTS.value:
+      from click_supervision import second_click  # pylint: disable=g-import-not-at-top
+      requested, _ = second_click.read_requests(_SECOND_CLICK_REQUESTS.value, dataset)
+      requests = {(image_id, dataset.class_names[c]) for image_id, c in requested}
     annotation_app = app_lib.AnnotationApp(
-        dataset, _OUT.value, num_annotators=_ANNOTATORS.value,
+        dataset, _OUT.value, num_annotators=_ANNOTATORS.value, second_click_requests=requests,
         gold_fraction=_GOLD_FRACTION.value, gold_min_clicks=_GOLD_MIN_CLICKS.value,
         gold_max_miss_rate=_GOLD_MAX_MISS_RATE.value,
         qualification_polygons=_QUAL_POLYGONS.value,
@@ -86,7 +95,9 @@ def main(argv):
   except OSError as e:  # E.g. --out in a folder that cannot be created or written.
     errors.fail(f'{e.filename or _OUT.value}: {e.strerror}')
   print(f'{dataset.name} {dataset.split}: {len(annotation_app.pairs)} (image, class) pairs x '
-        f'{_ANNOTATORS.value} annotators; clicks go to {_OUT.value}', flush=True)
+        f'{_ANNOTATORS.value} annotators' +
+        (' (second pass: the requested pairs only)' if requests is not None else '') +
+        f'; clicks go to {_OUT.value}', flush=True)
   if _HOST.value in ('0.0.0.0', '::') and not _ALLOWED_HOSTS.value:
     print('note: other machines must use a name given with --allowed_hosts (this machine\'s name '
           'or address); requests naming another host get 421', flush=True)

@@ -18,6 +18,12 @@ main task, one click per (image, class) pair from the image-level labels. Each p
 to an annotator is reserved for them for `lease_s` seconds so that two annotators working at
 once do not both add the last click a pair needs.
 
+Second pass (the adaptive second click, `second_click`): given the pairs of a request file
+(`second_click_requests`), a run resumed on the first pass's click file hands out those pairs and
+only those until each has `num_annotators` usable clicks; an annotator who clicked a pair in the
+first pass never gets it again. Every other rule holds: qualification, the gold pairs (those
+among the requests), leases, the durable files.
+
 Quality control: a seeded `gold_fraction` of the pairs are hidden gold pairs, scored against
 their ground-truth boxes. An annotator with at least `gold_min_clicks` gold clicks of which more
 than `gold_max_miss_rate` fall outside every box of the class is flagged: they get no more pairs,
@@ -87,7 +93,7 @@ class AnnotationApp:
                gold_max_miss_rate=0.3, qualification_polygons=qualification.DEFAULT_NUM_POLYGONS,
                qualification_min_passed=qualification.DEFAULT_MIN_PASSED,
                qualification_tolerance=qualification.DEFAULT_TOLERANCE, lease_s=300.0, seed=0,
-               clock=time.monotonic, log=print):
+               second_click_requests=None, clock=time.monotonic, log=print):
     if num_annotators < 1:
       raise UserError(f'--annotators must be >= 1, got {num_annotators}')
     if not 0 <= gold_fraction <= 1:
@@ -117,10 +123,20 @@ class AnnotationApp:
     rng = np.random.default_rng(clicks_lib._stable_seed(  # pylint: disable=protected-access
         'annotate', seed))
     self.pairs = [all_pairs[i] for i in rng.permutation(len(all_pairs))]
-    self._pair_set = set(self.pairs)
+    # Every pair of the split (the files may name any); `_pair_set`: the pairs handed out.
+    self._all_pair_set = set(self.pairs)
     num_gold = min(len(self.pairs), max(1, round(gold_fraction * len(self.pairs)))) if (
         gold_fraction > 0) else 0
     self.gold = {self.pairs[i] for i in rng.choice(len(self.pairs), num_gold, replace=False)}
+    self.second_pass = second_click_requests is not None
+    if self.second_pass:
+      # Same order and gold pairs as the first pass (the same seed), only the requested pairs.
+      unknown = sorted(set(second_click_requests) - self._all_pair_set)
+      if unknown:
+        raise UserError(f'second-click request {unknown[0][0]} / {unknown[0][1]} is not a pair '
+                        f'of {dataset.name} {dataset.split}')
+      self.pairs = [p for p in self.pairs if p in set(second_click_requests)]
+    self._pair_set = set(self.pairs)
 
     self._settings = {'dataset': dataset.name, 'split': dataset.split, 'seed': seed,
                       'gold_fraction': gold_fraction}
@@ -144,7 +160,7 @@ class AnnotationApp:
           (event.get('event') == 'qualification' and isinstance(event.get('attempt'), int) and
            isinstance(event.get('passed'), bool)) or
           (event.get('event') == 'skip' and (event.get('image_id'), event.get('class')) in
-           self._pair_set))):
+           self._all_pair_set))):
         raise UserError(f'{self._events.path}:{line_number}: not a qualification or skip event of '
                         f'this run; move the file away or repair it')
     self._leases = collections.defaultdict(dict)  # pair -> {annotator: expiry}
@@ -242,9 +258,12 @@ class AnnotationApp:
     if not isinstance(image_id, str) or not isinstance(class_name, str):
       raise ApiError(400, 'image_id and class must be strings')
     pair = (image_id, class_name)
-    if pair not in self._pair_set:
+    if pair not in self._all_pair_set:
       raise ApiError(404, f'unknown pair: image {image_id!r} has no class {class_name!r} in '
                      f'{self.dataset.name} {self.dataset.split}')
+    if pair not in self._pair_set:
+      raise ApiError(404, f'image {image_id} {class_name!r} is not requested in this second '
+                     f'pass')
     return pair
 
   def _require_worker(self, annotator):
@@ -397,6 +416,9 @@ class AnnotationApp:
       if not mine:
         raise ApiError(409, f'annotator {annotator} has no click to undo')
       last = mine[-1]
+      if (last['image_id'], last['class']) not in self._pair_set:
+        raise ApiError(409, f'the last click of {annotator} belongs to the first pass; only '
+                       f'clicks of this second pass can be undone here')
       self._clicks.replace_rows([row for row in self._clicks.rows if row is not last])
       self._rebuild_indexes()
       pair = (last['image_id'], last['class'])
