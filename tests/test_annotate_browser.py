@@ -299,3 +299,75 @@ def test_two_annotators_collect_clicks_through_a_server_kill(tmp_path):
   assert np.isfinite(results['annotation_hours'])
   # The measured time of the clicks the learner used (the test's clicks are quick, not human).
   assert 0 < results['click_stats']['response_time_s_sum'] < 2 * num_pairs * 60
+
+
+def test_a_second_pass_serves_the_requested_pairs_to_a_new_annotator(tmp_path):
+  """The adaptive second click in the browser: a first pass of one click per pair (made through
+  the app's API), a request file, then a second server on the same click file that hands only the
+  requested pairs to a new annotator and none to the first; the file trains directly."""
+  # pylint: disable=g-import-not-at-top
+  from click_supervision import second_click
+  from click_supervision.annotate import app as app_lib
+  cache_dir = str(tmp_path / 'cache')
+  dataset = datasets.load_dataset('synthetic:smoke', 'trainval', cache_dir, log=lambda _: None)
+  out = str(tmp_path / 'clicks.jsonl')
+  first = app_lib.AnnotationApp(dataset, out, num_annotators=1, gold_fraction=0.2,
+                                log=lambda _: None)
+  polygons = qualification.make_test(0, 'alice', 1)
+  assert first.submit_qualification('alice', 1, [p['center'] for p in polygons])['passed']
+  for image_id, class_name in list(first.pairs):
+    record = dataset.by_id()[image_id]
+    label = dataset.class_names.index(class_name)
+    ymin, xmin, ymax, xmax = record['gt_boxes'][record['gt_labels'] == label][0]
+    first.submit_click('alice', image_id, class_name, float(xmin + xmax) / 2,
+                       float(ymin + ymax) / 2, 1.0)
+  first.close()
+  all_pairs = [(r['image_id'], int(c)) for r in dataset.records for c in r['image_labels']]
+  requested = sorted(all_pairs)[::4]  # Every fourth pair.
+  requests = str(tmp_path / 'requests.jsonl')
+  second_click.write_requests(requests, requested, None, dataset.class_names, {})
+
+  server = Server(['--dataset=synthetic:smoke', '--split=trainval', f'--cache_dir={cache_dir}',
+                   f'--out={out}', '--gold_fraction=0.2', '--annotators=2',
+                   f'--second_click_requests={requests}'], _free_port())
+  url = server.start()
+  alice = carol = None
+  try:
+    carol = Annotator('carol', url, dataset, nudge=1.0)
+    carol.login()
+    assert carol.take_qualification(attempt=1, num_correct=5).startswith('Passed')
+    carol.driver.find_element('id', 'continue-button').click()
+    pair = carol.wait_for_pair()
+    while pair:
+      pair = carol.click_pair(pair)
+    assert 'No pair needs your click' in carol.driver.find_element('id', 'done-text').text
+    # alice clicked every pair in the first pass: the second pass has nothing for her.
+    # Her qualification is on file from the first pass: the page goes straight to the task.
+    alice = Annotator('alice', url, dataset, nudge=0.0)
+    alice.driver.get(url)
+    alice.wait(lambda: alice.view() == 'login-view')
+    alice.driver.find_element('id', 'annotator-name').send_keys('alice')
+    alice.driver.find_element('id', 'login-button').click()
+    alice.wait(lambda: alice.view() == 'done-view')
+    assert 'No pair needs your click' in alice.driver.find_element('id', 'done-text').text
+  finally:
+    for annotator in (alice, carol):
+      if annotator:
+        annotator.quit()
+    if server.process.poll() is None:
+      server.kill()
+
+  served = sorted((i, dataset.class_names.index(c)) for i, c, _, _ in carol.clicked)
+  assert served == requested
+  # The driver reads the file with the request file: two clicks there, one elsewhere.
+  workdir = str(tmp_path / 'run')
+  result = subprocess.run(
+      [sys.executable, 'run_mil.py', '--dataset=synthetic:smoke', '--split=trainval',
+       f'--cache_dir={cache_dir}', f'--workdir={workdir}', '--stages=data,clicks', '--clicks=1',
+       f'--click_source={out}', f'--second_click_requests={requests}'], cwd=REPO,
+      capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stdout + result.stderr
+  with open(os.path.join(workdir, 'results.json')) as f:
+    results = json.load(f)
+  assert results['click_stats']['num_clicks'] == len(all_pairs) + len(requested)
+  assert results['second_click']['num_requested'] == len(requested)
