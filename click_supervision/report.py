@@ -4,7 +4,9 @@
 
 Reads each run's results.json (`results.read_results`) and draws, like the paper's figure, CorLoc
 (left) and mAP (right) against annotation hours on a log axis, one point per regime: image labels
-only, one click, two clicks, drawn boxes. Image-level labels are charged to no regime (as in the
+only, one click, two clicks, drawn boxes. Runs with the adaptive second click (`second_click`)
+are drawn as a curve from the one-click point through them to the two-click point (the same
+images), and second clicks on a random choice of pairs as crosses beside it. Image-level labels are charged to no regime (as in the
 paper), so the labels-only point sits at the axis' left edge, marked 0 h. Prints a Markdown
 table with each run's hours and the time-saving factor against drawn boxes for the same images:
 the hours of a boxes run on the same images (dataset, split, image count) when one is given,
@@ -23,9 +25,11 @@ from click_supervision import errors
 from click_supervision import results as results_lib
 from click_supervision import tf_logs
 
-REGIME_ORDER = ('image labels only', 'one click', 'two clicks', 'boxes', 'all boxes')
+ADAPTIVE, RANDOM = 'adaptive second click', 'random second click'
+REGIME_ORDER = ('image labels only', 'one click', ADAPTIVE, RANDOM, 'two clicks', 'boxes',
+                'all boxes')
 COLORS = {'image labels only': '#7f7f7f', 'one click': '#1f77b4', 'two clicks': '#d62728',
-          'boxes': '#2ca02c', 'all boxes': '#9467bd'}
+          'boxes': '#2ca02c', 'all boxes': '#9467bd', ADAPTIVE: '#ff7f0e', RANDOM: '#8c564b'}
 
 USAGE = 'python -m click_supervision.report RUN_DIR... [--out=report.png]'
 FLAGS = command_line.new_flag_values()
@@ -39,6 +43,9 @@ def regime_of(results):
     return 'boxes'
   if supervision == 'boxes_all':
     return 'all boxes'
+  second = results.get('second_click')
+  if second:
+    return RANDOM if second.get('choice') == 'random' else ADAPTIVE
   return ('image labels only', 'one click', 'two clicks')[int(results['clicks'])]
 
 
@@ -57,6 +64,10 @@ def same_images(results):
   return results.get('dataset'), results.get('split'), results.get('num_images')
 
 
+def same_images_of_row(row):
+  return row['dataset'], row['split'], row['images']
+
+
 def rows_of(run_dirs):
   """One dict per run: run, regime, hours, corloc, map, factor (x less time than boxes)."""
   runs = [(d, results_lib.read_results(d, need=('annotation_hours',))) for d in run_dirs]
@@ -72,20 +83,23 @@ def rows_of(run_dirs):
     rows.append({'run': run_dir, 'regime': regime, 'hours': hours,
                  'corloc': results_lib.final_corloc(results), 'map': results.get('map'),
                  'box_hours': box_hours, 'factor': factor,
-                 'images': results.get('num_images'), 'dataset': results.get('dataset')})
+                 'images': results.get('num_images'), 'dataset': results.get('dataset'),
+                 'split': results.get('split'), 'clicks_per_pair': results.get('clicks_per_pair')})
   rows.sort(key=lambda r: (REGIME_ORDER.index(r['regime']), r['hours']))
   return rows
 
 
 def table(rows):
   """The Markdown table `main` prints."""
-  lines = ['| regime | hours | x less time than boxes | CorLoc | mAP | images | run |',
-           '|---|---|---|---|---|---|---|']
+  lines = ['| regime | clicks per pair | hours | x less time than boxes | CorLoc | mAP | images | '
+           'run |', '|---|---|---|---|---|---|---|---|']
   for r in rows:
     fmt = lambda v: '-' if v is None else f'{v:.3f}'  # pylint: disable=unnecessary-lambda-assignment
     factor = ('1.0' if r['regime'] == 'boxes' else '-' if r['factor'] is None
               else f'{r["factor"]:.1f}')
-    lines.append(f'| {r["regime"]} | {r["hours"]:.2f} | {factor} | {fmt(r["corloc"])} | '
+    per_pair = '-' if r['clicks_per_pair'] is None else f'{r["clicks_per_pair"]:.2f}'
+    lines.append(f'| {r["regime"]} | {per_pair} | {r["hours"]:.2f} | {factor} | '
+                 f'{fmt(r["corloc"])} | '
                  f'{fmt(r["map"])} | {r["images"]} | {r["run"]} |')
   return '\n'.join(lines)
 
@@ -131,11 +145,19 @@ def figure_of(rows):
   axes = figure.subplots(1, 2)
   for ax, key, name in ((axes[0], 'corloc', 'CorLoc (training images)'),
                         (axes[1], 'map', 'mAP (test images)')):
+    # The adaptive curve: one click, the adaptive runs, two clicks, by hours, per image set.
+    for images in {same_images_of_row(r) for r in rows if r['regime'] == ADAPTIVE}:
+      curve = sorted((r['hours'], r[key]) for r in rows
+                     if same_images_of_row(r) == images and r[key] is not None and
+                     r['regime'] in ('one click', ADAPTIVE, 'two clicks'))
+      if len(curve) > 1:
+        ax.plot([h for h, _ in curve], [v for _, v in curve], color=COLORS[ADAPTIVE], zorder=2)
     for r in rows:
       if r[key] is None:
         continue
       x = r['hours'] if r['hours'] > 0 else low
-      ax.scatter([x], [r[key]], s=60, color=COLORS[r['regime']], label=r['regime'], zorder=3)
+      ax.scatter([x], [r[key]], s=60, color=COLORS[r['regime']], label=r['regime'], zorder=3,
+                 marker='x' if r['regime'] == RANDOM else 'o')
       ax.annotate(f'{r[key]:.3f}', (x, r[key]), textcoords='offset points', xytext=(6, -12),
                   fontsize=8)
     ax.set_xscale('log')

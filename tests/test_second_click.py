@@ -206,3 +206,15 @@ def test_smoke_run_at_half_lies_between_one_and_two_clicks(tmp_path, smoke_cache
   again = run('again', num_clicks=1, second_click_requests=str(out))
   assert again['corloc'] == half['corloc'] and again['clicks_per_pair'] == half['clicks_per_pair']
   assert second_click.main([f'--run={tmp_path / "two"}', f'--output={out}']) == 1
+  # The report draws the adaptive run on a curve from one to two clicks, the random one apart.
+  from click_supervision import report  # pylint: disable=g-import-not-at-top
+  random_half = run('random', num_clicks=1, second_click_from=str(tmp_path / 'one'),
+                    second_click_fraction=0.5, second_click_choice='random')
+  assert random_half['clicks_per_pair'] == half['clicks_per_pair']
+  rows = report.rows_of([str(tmp_path / n) for n in ('two', 'random', 'one', 'half')])
+  assert [r['regime'] for r in rows] == ['one click', report.ADAPTIVE, report.RANDOM,
+                                         'two clicks']
+  corloc_axes, map_axes = report.figure_of(rows).axes
+  (curve,) = corloc_axes.lines
+  np.testing.assert_allclose(curve.get_ydata(), [one['corloc'], half['corloc'], two['corloc']])
+  assert not map_axes.lines  # No detector ran: no mAP to draw.
