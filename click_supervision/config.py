@@ -238,7 +238,8 @@ class ClickConfig:
                                      'pairs) or random (a baseline of the same size).',
                                      choices=SECOND_CLICK_CHOICES)
   second_click_seed: int = setting(0, 'Seed of --second_click_choice=random.', lower=0)
-  second_click_size_weight: float = setting(0.5, 'Weight of the chosen box\'s share of the image '
+  # 0: on voc2007-tune train the size term did not raise the mixed CorLoc (BUILD_NOTES).
+  second_click_size_weight: float = setting(0.0, 'Weight of the chosen box\'s share of the image '
                                             'in the need for a second click.', lower=0.0)
 
   def __post_init__(self):

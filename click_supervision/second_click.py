@@ -17,7 +17,7 @@ The request file (JSON Lines, UTF-8) names the pairs to ask again. Its first lin
 every other line one pair:
 
   {"format": "click_supervision/second_click_requests", "version": 1, "source_run": "...",
-   "fraction": 0.5, "choice": "need", "seed": 0, "size_weight": 0.5, "num_pairs": 418}
+   "fraction": 0.5, "choice": "need", "seed": 0, "size_weight": 0.0, "num_pairs": 418}
   {"image_id": "000005", "class": "chair", "need": 1.12}
 
 `python -m click_supervision.second_click --run=RUN --fraction=0.5 --output=requests.jsonl`
