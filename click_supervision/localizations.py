@@ -19,11 +19,10 @@ The detector stage trains on these boxes; `read_localizations` gives them back a
 evaluation takes.
 """
 
-import json
-
 import numpy as np
 
 from click_supervision import atomic
+from click_supervision import jsonl
 from click_supervision.errors import UserError
 
 KEYS = ('image_id', 'class', 'box', 'proposal_index', 'score', 'iteration', 'clicks_split')
@@ -67,21 +66,8 @@ def read_localizations(path, class_names):
   """
   index = {name: i for i, name in enumerate(class_names)}
   result = {}
-  try:
-    with open(path, encoding='utf-8') as f:
-      lines = f.read().splitlines()
-  except OSError as e:
-    raise UserError(f'{path}: cannot read localizations ({e.strerror})') from None
-  for number, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    where = f'{path}:{number}'
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise UserError(f'{where}: not JSON ({e.msg})') from None
-    if (not isinstance(row, dict) or not set(KEYS) <= set(row) or
-        not set(row) <= set(KEYS + OPTIONAL_KEYS)):
+  for where, row in jsonl.rows(path, 'localizations'):
+    if not set(KEYS) <= set(row) or not set(row) <= set(KEYS + OPTIONAL_KEYS):
       raise UserError(f'{where}: expected the keys {", ".join(KEYS)} (and optionally '
                       f'{", ".join(OPTIONAL_KEYS)})')
     if row['class'] not in index:

@@ -28,7 +28,6 @@ clicks on those pairs and one elsewhere. (The click tool's second pass, serving 
 requested pairs to another annotator, is not built yet.)
 """
 
-import json
 import os
 import sys
 
@@ -39,6 +38,7 @@ from click_supervision import atomic
 from click_supervision import command_line
 from click_supervision import config as config_lib
 from click_supervision import errors
+from click_supervision import jsonl
 from click_supervision.errors import UserError
 
 FORMAT = 'click_supervision/second_click_requests'
@@ -119,24 +119,10 @@ def read_requests(path, dataset):
     foreign header, bad JSON, an unknown image or class, a class the image is not labelled
     with, a pair named twice.
   """
-  try:
-    with open(path, encoding='utf-8') as f:
-      lines = f.read().splitlines()
-  except OSError as e:
-    raise UserError(f'{path}: cannot read second-click requests ({e.strerror})') from None
   records = dataset.by_id()
   index = {name: i for i, name in enumerate(dataset.class_names)}
   header, pairs = None, set()
-  for number, line in enumerate(lines, 1):
-    if not line.strip():
-      continue
-    where = f'{path}:{number}'
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise UserError(f'{where}: not JSON ({e.msg})') from None
-    if not isinstance(row, dict):
-      raise UserError(f'{where}: expected a JSON object')
+  for where, row in jsonl.rows(path, 'second-click requests'):
     if header is None:
       if row.get('format') != FORMAT or row.get('version') != VERSION:
         raise UserError(f'{where}: not a second-click request file (the first line must be the '
