@@ -162,6 +162,13 @@ def requests_from_run(run_dir, dataset, fraction, choice, seed, size_weight):
   if not os.path.isfile(path):
     raise UserError(f'--second_click_from={run_dir}: no {LOCALIZATIONS} (a finished one-click run '
                     f'of the same data is needed)')
+  results_path = os.path.join(run_dir, 'results.json')
+  if os.path.isfile(results_path):
+    from click_supervision import results as results_lib  # pylint: disable=g-import-not-at-top
+    clicks = results_lib.read_results(run_dir, complete=False).get('clicks')
+    if clicks is not None and clicks != 1:
+      raise UserError(f'{run_dir}: a run with --clicks={clicks}; the second click is asked after '
+                      f'a one-click run')
   selections = localizations_lib.read_localizations(path, dataset.class_names)
   wanted = {(r['image_id'], int(c)) for r in dataset.records for c in r['image_labels']}
   missing = wanted - set(selections)
@@ -207,9 +214,6 @@ def write_requests_of_run(run_dir, output, fraction, choice, seed, size_weight):
   from click_supervision import datasets  # pylint: disable=g-import-not-at-top
   from click_supervision import results as results_lib  # pylint: disable=g-import-not-at-top
   results = results_lib.read_results(run_dir, need=('dataset', 'split', 'config'))
-  if results['clicks'] != 1:
-    raise UserError(f'{run_dir}: a run with --clicks={results["clicks"]}; the second click is '
-                    f'asked after a one-click run')
   dataset = datasets.load_dataset(results['dataset'], results['split'],
                                   results['config']['data']['cache_dir'], log=lambda _: None)
   pairs, needs, header = requests_from_run(run_dir, dataset, fraction, choice, seed, size_weight)
