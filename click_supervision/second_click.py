@@ -22,10 +22,10 @@ every other line one pair:
 
 `python -m click_supervision.second_click --run=RUN --fraction=0.5 --output=requests.jsonl`
 writes it from a finished one-click run; `run_mil.py --clicks=1 --second_click_requests=FILE`
-(with a click file that has the second annotator's clicks on those pairs) or,
+(with a click file that has the second annotator's clicks on those pairs: the click tool's second
+pass, `python -m click_supervision.annotate --second_click_requests=FILE`, collects them) or,
 with simulated clicks, `--second_click_from=RUN --second_click_fraction=f`, learns from two
-clicks on those pairs and one elsewhere. (The click tool's second pass, serving only the
-requested pairs to another annotator, is not built yet.)
+clicks on those pairs and one elsewhere.
 """
 
 import os
@@ -101,8 +101,9 @@ def write_requests(path, pairs, needs, class_names, header):
   """Writes a request file atomically: `header` (dict, merged into the format line), then one line
   per pair with its need."""
   rows = [dict({'format': FORMAT, 'version': VERSION}, **header)]
-  rows += [{'image_id': image_id, 'class': class_names[c], 'need': round(float(needs[(image_id, c)]), 6)
-            if needs is not None else None} for image_id, c in pairs]
+  rows += [{'image_id': image_id, 'class': class_names[c],
+            'need': None if needs is None else round(float(needs[(image_id, c)]), 6)}
+           for image_id, c in pairs]
   atomic.write_jsonl(path, rows)
 
 

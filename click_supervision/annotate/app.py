@@ -128,14 +128,14 @@ class AnnotationApp:
     num_gold = min(len(self.pairs), max(1, round(gold_fraction * len(self.pairs)))) if (
         gold_fraction > 0) else 0
     self.gold = {self.pairs[i] for i in rng.choice(len(self.pairs), num_gold, replace=False)}
-    self.second_pass = second_click_requests is not None
-    if self.second_pass:
+    if second_click_requests is not None:
       # Same order and gold pairs as the first pass (the same seed), only the requested pairs.
-      unknown = sorted(set(second_click_requests) - self._all_pair_set)
+      requested = set(second_click_requests)
+      unknown = sorted(requested - self._all_pair_set)
       if unknown:
         raise UserError(f'second-click request {unknown[0][0]} / {unknown[0][1]} is not a pair '
                         f'of {dataset.name} {dataset.split}')
-      self.pairs = [p for p in self.pairs if p in set(second_click_requests)]
+      self.pairs = [p for p in self.pairs if p in requested]
     self._pair_set = set(self.pairs)
 
     self._settings = {'dataset': dataset.name, 'split': dataset.split, 'seed': seed,
