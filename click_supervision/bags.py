@@ -6,6 +6,10 @@ features come from is decided here:
   TrunkMapBags     pools every proposal's feature from the cached trunk map on demand
                    (`precompute.compute_trunk_maps`); nothing per proposal is stored.
 
+A source can keep the bags of one whole pass in memory (`remember`) when they fit a budget:
+MIL visits every image once per iteration, and pooling the features again each time is a third
+of its time on the embedded default; the remembered bags are the same arrays, so the results are.
+
 Other sources (the tests' toy sources) subclass `_BagSource`. Bags come in cache order, with the
 whole-image box added when the proposals lack it: the paper's initialisation starts from it, and an image without any proposal
 (a blank photo) is still a bag with one member instead of a crash.
@@ -76,6 +80,18 @@ class _BagSource:
     self.proposals = proposals
     self.features = features
     self.image_ids = [i for i in features.image_ids if i in self._sizes]
+    self.memory_budget = 0
+    self._remembered = None   # The bags of the last whole pass, when they fit.
+    self._too_large = False   # A whole pass did not fit: do not try again.
+
+  def remember(self, budget_bytes):
+    """Keeps the bags of the next whole pass (`iter()` without `image_ids`) in memory if they
+    fit in `budget_bytes`, and serves later whole passes from there; 0 forgets them. The kept
+    arrays are made read-only, so a reader that would change them fails loudly instead of
+    changing what the next pass sees."""
+    self.memory_budget = int(budget_bytes)
+    if not self.memory_budget:
+      self._remembered, self._too_large = None, False
 
   def _bag(self, image_id, proposal_data, feature_data):
     raise NotImplementedError
@@ -114,6 +130,8 @@ class _BagSource:
     wanted = set(image_ids)
     view = copy.copy(self)
     view.image_ids = [i for i in self.image_ids if i in wanted]
+    # pylint: disable=protected-access
+    view.memory_budget, view._remembered, view._too_large = 0, None, False
     view.key = _key(self.key, view.image_ids)
     return view
 
@@ -125,10 +143,29 @@ class _BagSource:
     Raises:
       RuntimeError naming a shard that is missing or corrupt (run the stage first).
     """
+    if image_ids is None and self._remembered is not None:
+      yield from self._remembered
+      return
+    keep = image_ids is None and self.memory_budget > 0 and not self._too_large
+    kept, size = [], 0
+    for bag in self._read(image_ids):
+      if keep:
+        size += bag.boxes.nbytes + bag.objectness.nbytes + bag.features.nbytes
+        if size > self.memory_budget:
+          keep, kept, self._too_large = False, [], True
+        else:
+          for array in (bag.boxes, bag.objectness, bag.features):
+            array.setflags(write=False)
+          kept.append(bag)
+      yield bag
+    if keep:
+      self._remembered = kept
+
+  def _read(self, image_ids):
+    wanted = set(self.image_ids) if image_ids is None else set(image_ids) & set(self.image_ids)
     proposal_shard, proposal_data = None, None
     for shard in range(self.features.num_shards):
-      ids = [i for i in self.features.shard_image_ids(shard)
-             if i in self._sizes and (image_ids is None or i in image_ids)]
+      ids = [i for i in self.features.shard_image_ids(shard) if i in wanted]
       if not ids:
         continue
       per_image = self.features.read_shard(shard)

@@ -748,6 +748,10 @@ class Config:
     strategy, tpu: the `tf.distribute` strategy the detector trains under (`distribute`). Not
       part of a trained detector's fingerprint: a run resumed under another strategy continues
       from its checkpoint.
+    feature_memory_gib: MIL keeps every image's pooled RoI features in memory after its first
+      pass when they fit in this many GiB and in a quarter of the machine's memory
+      (`bags.remember`); otherwise it pools them from the trunk maps on every pass. The results
+      are the same either way (the same arrays); not part of any fingerprint.
   """
   data: DataConfig = setting(factory=DataConfig)
   clicks: ClickConfig = setting(factory=ClickConfig)
@@ -774,6 +778,10 @@ class Config:
                           'a Cloud TPU (--tpu), or several machines (TF_CONFIG). See '
                           'click_supervision/distribute.py.', choices=STRATEGIES)
   tpu: str = setting('', 'With --strategy=tpu: the TPU name, grpc://host:port, or local.')
+  feature_memory_gib: float = setting(
+      4.0, 'MIL keeps the pooled RoI features in memory between its passes when they fit in '
+      'this many GiB (and in a quarter of the machine\'s memory); 0: pool them again on every '
+      'pass. The results are the same.', lower=0.0)
 
   def __post_init__(self):
     stages = tuple(s.strip() for s in self.stages if s.strip())

@@ -362,15 +362,29 @@ def stage_mil(config, dataset, selected, bags, record):
        if simulated else f' from {config.clicks.source})'))
 
 
+def feature_memory_budget(gib):
+  """Bytes MIL may keep pooled features in: `gib` GiB, at most a quarter of physical memory (so
+  the default cannot push a small machine into swap)."""
+  try:
+    physical = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+  except (ValueError, OSError, AttributeError):  # No sysconf (Windows): trust the setting.
+    physical = float('inf')
+  return int(min(gib * 2**30, physical / 4))
+
+
 def _mil(config, dataset, selected, bags):
   from click_supervision import summaries  # pylint: disable=g-import-not-at-top (imports TF)
   clicks = {pair: clicks_lib.clicks_as_array(c) for pair, c in selected.items()}
   area_model, info = stage_area_model(config, dataset)
   summary_writer = summaries.writer(os.path.join(config.workdir, 'tensorboard'))
-  result = mil_lib.run_mil(
-      dataset.records, dataset.class_names, bags, clicks, config.mil, workdir=config.workdir,
-      area_model=area_model, log=log, progress=PROGRESS,
-      on_iteration=lambda iteration, i: summaries.write_iteration(summary_writer, iteration, i))
+  bags.remember(feature_memory_budget(config.feature_memory_gib))
+  try:
+    result = mil_lib.run_mil(
+        dataset.records, dataset.class_names, bags, clicks, config.mil, workdir=config.workdir,
+        area_model=area_model, log=log, progress=PROGRESS,
+        on_iteration=lambda iteration, i: summaries.write_iteration(summary_writer, iteration, i))
+  finally:
+    bags.remember(0)  # Deep MIL and the detector train next: give the memory back.
   boxes = {p: s['box'] for p, s in result['selections'].items()}
   summaries.write_localization_images(summary_writer, dataset.records, boxes, clicks,
                                       dataset.class_names, step=result['num_iterations'])

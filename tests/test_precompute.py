@@ -123,6 +123,55 @@ def test_trunk_maps_give_the_features_of_the_trunk_run_directly(tmp_path):
   assert info['images_computed'] == 0
 
 
+def test_remembered_bags_are_the_pooled_ones_and_only_kept_when_they_fit(tmp_path, monkeypatch):
+  dataset = tiny_dataset(tmp_path)
+  root = str(tmp_path / 'c')
+  proposals, _ = precompute.compute_proposals(dataset, CONFIG, root, generator=FakeGenerator(),
+                                              images_per_shard=3)
+  config = precompute.FeatureConfig(short_side=0, images_per_shard=2, pool_size=2)
+  maps, _ = precompute.compute_trunk_maps(dataset, config, root, trunk=tiny_trunk())
+  bags = bags_lib.TrunkMapBags(dataset.records, proposals, maps, pool_size=2)
+  pooled = {b.image_id: b.features.copy() for b in bags}
+  calls = []
+  pool = bags.pool
+  monkeypatch.setattr(bags, 'pool', lambda *a: calls.append(1) or pool(*a))
+  size = sum(len(f) * (4 * 4 + 4 + f.shape[1] * 4) for f in pooled.values())  # boxes, O, rows
+
+  bags.remember(size)
+  first = list(bags)
+  assert len(calls) == len(pooled)
+  second = list(bags)
+  assert len(calls) == len(pooled)  # Served from memory: nothing pooled again.
+  assert [b.image_id for b in second] == list(pooled)
+  for bag in second:
+    np.testing.assert_array_equal(bag.features, pooled[bag.image_id])
+  assert second[0] is first[0]
+  with pytest.raises(ValueError):  # Read-only: a reader cannot change the next pass.
+    second[0].features[0, 0] = 1.0
+  # A pass over some images, or a subset, pools again; forgetting pools again.
+  list(bags.iter(image_ids={second[0].image_id}))
+  assert [b.image_id for b in bags.subset([second[0].image_id])] == [second[0].image_id]
+  assert len(calls) == len(pooled) + 2
+  bags.remember(0)
+  list(bags)
+  assert len(calls) == 2 * len(pooled) + 2
+
+  # One byte short of the whole pass: nothing is kept, and it is not tried again.
+  bags.remember(size - 1)
+  calls.clear()
+  list(bags)
+  list(bags)
+  assert len(calls) == 2 * len(pooled)
+  # A pass stopped halfway keeps nothing.
+  bags.remember(0)
+  bags.remember(size)
+  calls.clear()
+  next(iter(bags))
+  list(bags)
+  list(bags)
+  assert len(calls) == 1 + len(pooled)
+
+
 def test_the_cut_maps_give_the_whole_trunks_maps_through_the_upper_part(tmp_path):
   """The lower part's maps are cached from images padded to the whole trunk's stride, so the
   upper part run on a cached map gives the map the whole trunk gives (up to float16)."""
