@@ -46,7 +46,9 @@ setuptools.setup(
         # selenium drives Debian's chromium + chromium-driver in the annotation tool's browser test.
         # The tests also check the weight files of the optional trunks, so they pull them in.
         # The tests also run the Beam precompute pipeline (DirectRunner).
-        'test': ['pytest>=8,<10', 'selenium>=4.20,<5', *TRUNK_WEIGHTS, *BEAM],
+        # pytest-xdist: README runs the suite on two workers (`-n 2 --dist worksteal`).
+        'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'selenium>=4.20,<5', *TRUNK_WEIGHTS,
+                 *BEAM],
         'trunks': TRUNK_WEIGHTS,
         'beam': BEAM,
     },

@@ -186,6 +186,7 @@ class Annotator:
     self.driver.quit()
 
 
+@pytest.mark.slow(seconds=50)
 def test_two_annotators_collect_clicks_through_a_server_kill(tmp_path):
   cache_dir = str(tmp_path / 'cache')
   dataset = datasets.load_dataset('synthetic:smoke', 'trainval', cache_dir, log=lambda _: None)

@@ -22,6 +22,7 @@ def shards_of(cache):
   return entries
 
 
+@pytest.mark.slow(seconds=34)
 def test_direct_runner_writes_the_cache_the_driver_writes_and_reads(tmp_path):
   driver_cache, beam_cache = tmp_path / 'driver', tmp_path / 'beam'
   code, lines = run_driver('--preset=smoke', '--stages=data,proposals,features',

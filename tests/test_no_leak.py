@@ -42,9 +42,9 @@ LEARNER_OUTPUTS = ('localizations_mil.jsonl', 'localizations.jsonl', 'detections
 
 
 @pytest.fixture(scope='module')
-def cache_dir(tmp_path_factory):
-  """One cache for every run of this file (proposals and trunk maps are deterministic)."""
-  return str(tmp_path_factory.mktemp('no_leak_cache'))
+def cache_dir(smoke_cache):
+  """The session's smoke-set cache (proposals and trunk maps are deterministic)."""
+  return str(smoke_cache)
 
 
 def smoke_config(cache_dir, workdir, **changes):
@@ -190,6 +190,7 @@ def run(config):
 # --- the tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow(seconds=40)
 @pytest.mark.parametrize('num_clicks', [2, 1, 0])
 def test_no_ground_truth_box_reaches_training(cache_dir, tmp_path, num_clicks):
   usual = run(smoke_config(cache_dir, tmp_path / 'usual', **{'clicks.num_clicks': num_clicks}))

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from click_supervision import results as results_lib
 from conftest import REPO
 from test_run_mil import expect_clean_error
@@ -15,6 +17,7 @@ from test_run_mil import small_voc_copy
 ALL_STAGES = '--stages=data,clicks,proposals,features,mil,deep_mil,detector'
 
 
+@pytest.mark.slow(seconds=60)
 def test_every_stage_on_the_smoke_set(tmp_path, smoke_cache):
   workdir = tmp_path / 'work'
   code, lines = run_driver('--preset=smoke', ALL_STAGES, '--test_split=test',
@@ -57,6 +60,7 @@ def test_every_stage_on_the_smoke_set(tmp_path, smoke_cache):
   assert again['map'] == results['map']
 
 
+@pytest.mark.slow(seconds=30)
 def test_drawn_box_supervision_skips_clicks_and_mil(tmp_path, smoke_cache):
   workdir = tmp_path / 'work'
   code, lines = run_driver('--preset=smoke', ALL_STAGES, '--supervision=boxes',
@@ -86,6 +90,7 @@ def test_a_missing_test_split_is_one_line_before_any_stage(voc_dev_root, tmp_pat
   assert not (tmp_path / 'cache' / 'proposals').exists()
 
 
+@pytest.mark.slow(seconds=28)
 def test_fine_tuning_the_trunk_runs_end_to_end(tmp_path, smoke_cache):
   workdir = tmp_path / 'work'
   code, lines = run_driver('--preset=smoke', '--stages=data,proposals,features,detector',
@@ -110,12 +115,14 @@ def test_deep_mil_or_detector_without_mil_localisations_is_one_line_before_any_s
   assert not (tmp_path / 'cache' / 'proposals').exists()
 
 
+@pytest.mark.slow(seconds=40)
 def test_a_killed_detector_training_resumes_to_the_same_detections(tmp_path, smoke_cache):
   cache = smoke_cache
-  # 12 training images x 50 epochs / 2 per step = 300 steps; checkpoints every 200.
+  # 12 training images x 25 epochs / 2 per step = 150 steps; checkpoints every 50, a progress
+  # line every 100.
   args = ['--preset=smoke', '--stages=data,proposals,features,detector', '--supervision=boxes',
-          '--test_split=test', '--detector_epochs=50', '--detector_hidden_units=64',
-          '--deterministic']
+          '--test_split=test', '--detector_epochs=25', '--detector_hidden_units=64',
+          '--detector_checkpoint_every=50', '--deterministic']
   code, lines = run_driver(*args, f'--workdir={tmp_path / "fresh"}', cache_dir=cache)
   assert code == 0, lines
   process = subprocess.Popen(
@@ -124,13 +131,13 @@ def test_a_killed_detector_training_resumes_to_the_same_detections(tmp_path, smo
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   killed = False
   for line in process.stdout:
-    if line.startswith('detector: step 200/'):
+    if line.startswith('detector: step 100/'):
       process.kill()
       killed = True
       break
   process.wait(timeout=60)
   assert killed and not (tmp_path / 'k' / 'detections.jsonl').exists()
   code, lines = run_driver(*args, f'--workdir={tmp_path / "k"}', cache_dir=cache)
-  assert code == 0 and any('resumed at step 200' in line for line in lines), lines
+  assert code == 0 and any('resumed at step 100' in line for line in lines), lines
   assert ((tmp_path / 'k' / 'detections.jsonl').read_bytes() ==
           (tmp_path / 'fresh' / 'detections.jsonl').read_bytes())

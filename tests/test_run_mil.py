@@ -160,7 +160,7 @@ def test_bad_flag_values_are_clear(tmp_path):
                      '--svm_tol=0.0 (mil.svm_tol): must be > 0')
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=190)
 def test_default_run_with_no_flags(tmp_path):
   # As a new user runs it: no flags at all; the cache comes from the environment and the default
   # workdir lands under the current folder.
@@ -188,6 +188,7 @@ def test_default_run_with_no_flags(tmp_path):
   assert len(results['corloc_per_iteration']) >= 2
 
 
+@pytest.mark.slow(seconds=24)
 def test_smoke_preset_runs_every_stage_and_reuses_the_cache(tmp_path):
   cache = tmp_path / 'cache'
   code, lines = run_driver('--preset=smoke', f'--workdir={tmp_path / "a"}', cache_dir=cache)
@@ -222,6 +223,7 @@ def test_smoke_preset_runs_every_stage_and_reuses_the_cache(tmp_path):
   assert second['annotation_hours'] == 0
 
 
+@pytest.mark.slow(seconds=22)
 def test_workers_split_the_cached_stages(tmp_path):
   cache = tmp_path / 'cache'
   # 12 images make one proposals shard, owned by worker 0: worker 1 has nothing to do and says
@@ -240,6 +242,7 @@ def test_workers_split_the_cached_stages(tmp_path):
                      '--shard_index=2: must be in [0, --num_shards=2)')
 
 
+@pytest.mark.slow(seconds=32)
 def test_mil_killed_mid_run_resumes_and_is_byte_identical(tmp_path, smoke_cache):
   cache = smoke_cache
   args = ['--preset=smoke', '--clicks=1', '--mil_iterations=3', f'--cache_dir={cache}']
@@ -325,6 +328,7 @@ def test_run_in_process_on_the_smoke_set(tmp_path, smoke_cache):
   assert len((tmp_path / 'run' / 'localizations.jsonl').read_text().splitlines()) == 23
 
 
+@pytest.mark.slow(seconds=30)
 def test_seeds_are_separate_and_validated(tmp_path, smoke_cache):
   cache = smoke_cache
   expect_clean_error(['--seed=-1'], cache, '--seed', '-1')
@@ -343,6 +347,7 @@ def test_seeds_are_separate_and_validated(tmp_path, smoke_cache):
   assert runs['mil7'][1]['mil_seed'] == 7 and runs['mil7'][1]['seed'] == 0
 
 
+@pytest.mark.slow(seconds=33)
 def test_click_file_from_the_collection_tool_trains_with_its_gold_pairs(tmp_path):
   """Two-click MIL on a tool-collected file: mu(d) of the box-area cue comes from its gold pairs."""
   # pylint: disable=g-import-not-at-top
