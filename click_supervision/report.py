@@ -8,11 +8,10 @@ only, one click, two clicks, drawn boxes. Runs with the adaptive second click (`
 are drawn as a curve from the one-click point through them to the two-click point (the same
 images), and second clicks on a random choice of pairs as crosses beside it. Image-level labels
 are charged to no regime (as in the paper), so the labels-only point sits at the axis' left
-edge, marked 0 h. Prints a Markdown
-table with each run's hours and the time-saving factor against drawn boxes for the same images:
-the hours of a boxes run on the same images (dataset, split, image count) when one is given,
-else each click run's own count of one box per positive (image, class) pair
-(`annotation_hours_full_supervision`), at the same seconds per box.
+edge, marked 0 h. Prints a Markdown table with each run's hours and the time-saving factor
+against drawn boxes for the same images: the hours of a boxes run on the same images (dataset,
+split, image count) when one is given, else each click run's own count of one box per positive
+(image, class) pair (`annotation_hours_full_supervision`), at the same seconds per box.
 """
 
 import math
