@@ -1,6 +1,7 @@
 """Shared test helpers: tiny VOC folders (real JPEG files, hand-written XML), tiny image datasets,
 random images, tiny Keras trunks and a toy bag source. One place, so tests build their small worlds alike."""
 
+import importlib.util
 import os
 
 import numpy as np
@@ -140,3 +141,13 @@ class FeatureRowBags(bags_lib._BagSource):  # pylint: disable=protected-access
         extra = np.zeros((1, feats.shape[-1]), np.float32)
       feats = np.concatenate([feats.reshape(-1, extra.shape[1]), extra])
     return bags_lib.Bag(image_id, boxes, scores, bags_lib.l2_normalize(feats))
+
+
+def load_benchmark(name):
+  """The module of `benchmarks/<name>.py` (the scripts are not a package)."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'benchmarks',
+                      f'{name}.py')
+  spec = importlib.util.spec_from_file_location(f'{name}_benchmark', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

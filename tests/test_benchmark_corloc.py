@@ -1,20 +1,15 @@
 """The CorLoc benchmark's run plan covers the click, noise, instance and ablation matrix with
 valid driver flags."""
 
-import importlib.util
-import os
 
 from click_supervision import mil
 from flags import mil_flags
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks', 'corloc.py')
+import helpers
 
 
 def _load():
-  spec = importlib.util.spec_from_file_location('corloc_benchmark', _PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.load_benchmark('corloc')
 
 
 def test_plan_covers_clicks_noise_instances_and_ablations():

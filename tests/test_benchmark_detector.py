@@ -1,21 +1,17 @@
 """The detector benchmark's seed plan: further detector seeds retrain only the final detector,
 on the first seed's localisations, and the table's mean, spread and ratio are the hand values."""
 
-import importlib.util
 import json
 import os
 import sys
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'benchmarks', 'detector.py')
+import helpers
 
 
 def _load():
-  spec = importlib.util.spec_from_file_location('detector_benchmark', _PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return helpers.load_benchmark('detector')
 
 
 def test_seed_summary_hand_values():
