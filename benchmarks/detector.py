@@ -60,7 +60,7 @@ def seed_summary(entries):
   return summary
 
 
-def run_one(name, run_flags, args, stages=ALL_STAGES, workdir_name=None):
+def run_one(name, run_flags, args, stages=ALL_STAGES):
   """Runs (or reuses) one driver run; returns its results dict plus `wall_s` and `command`."""
   flags = [f'--dataset={args.dataset}', f'--split={args.split}',
            f'--test_split={args.test_split}', f'--cache_dir={os.path.abspath(args.cache_dir)}',
@@ -69,7 +69,7 @@ def run_one(name, run_flags, args, stages=ALL_STAGES, workdir_name=None):
     flags.append(f'--test_dataset={args.test_dataset}')
   results = driver_runs.run_driver(
       name, flags + [f'--{k}={v}' for k, v in sorted(run_flags.items())] + args.extra,
-      os.path.join(args.workdir, workdir_name or name))
+      os.path.join(args.workdir, name))
   print(f'{name}: mAP {results["map"]:.3f} in {results["wall_s"]:.0f} s', flush=True)
   return results
 
@@ -110,13 +110,13 @@ def main():
     results = run_one(name, run_flags, args)
     maps = [results['map']]
     for seed in detector_seeds[1:]:
-      workdir_name = f'{name}_detseed{seed}'
-      os.makedirs(os.path.join(args.workdir, workdir_name), exist_ok=True)
+      seed_run = f'{name}_detseed{seed}'
+      os.makedirs(os.path.join(args.workdir, seed_run), exist_ok=True)
       if name != 'boxes':  # the detector retrains on the first seed's localisations
         shutil.copyfile(os.path.join(args.workdir, name, 'localizations.jsonl'),
-                        os.path.join(args.workdir, workdir_name, 'localizations.jsonl'))
-      maps.append(run_one(workdir_name, dict(run_flags, detector_seed=seed), args,
-                          DETECTOR_STAGES, workdir_name)['map'])
+                        os.path.join(args.workdir, seed_run, 'localizations.jsonl'))
+      maps.append(run_one(seed_run, dict(run_flags, detector_seed=seed), args,
+                          DETECTOR_STAGES)['map'])
     entries.append({
         'maps': maps, 'detector_seeds': detector_seeds or None,
         'evaluation': results.get('evaluation'),

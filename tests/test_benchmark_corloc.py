@@ -1,7 +1,6 @@
 """The CorLoc benchmark's run plan covers the click, noise, instance and ablation matrix with
 valid driver flags."""
 
-
 from click_supervision import mil
 from flags import mil_flags
 
